@@ -1,0 +1,8 @@
+"""focal_retina: RetinaNet and the focal loss family on MMDetection 3.3.
+
+Importing this package registers every component, so configs only need
+``custom_imports=dict(imports=['projects.focal_retina'])``.
+"""
+from . import datasets, engine  # noqa: F401
+
+__version__ = '0.1.0'

@@ -1,0 +1,59 @@
+"""Helpers shared by the command-line tools in ``tools/``.
+
+They turn user mistakes (a missing config or checkpoint, a bad
+``--cfg-options`` key) into one-line errors that name the culprit, and map
+``--amp`` to the right mixed-precision wrapper for the device.
+"""
+import os.path as osp
+import sys
+from typing import NoReturn, Optional
+
+import torch
+from mmengine.config import Config
+
+
+def fail(msg: str) -> NoReturn:
+    """Prints ``<tool>: error: msg`` and exits with status 2."""
+    print(f'{osp.basename(sys.argv[0])}: error: {msg}', file=sys.stderr)
+    sys.exit(2)
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """Loads a config file and applies ``--cfg-options`` overrides."""
+    if not osp.isfile(path):
+        fail(f'config file {path!r} does not exist')
+    try:
+        cfg = Config.fromfile(path)
+    except Exception as exc:  # syntax errors, missing _base_ files, ...
+        fail(f'cannot load config {path!r}: {type(exc).__name__}: {exc}')
+    if cfg_options:
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except Exception as exc:
+            fail(f'bad --cfg-options {cfg_options}: {exc}')
+    return cfg
+
+
+def check_file(path: Optional[str], what: str) -> None:
+    """Fails with a clear message unless ``path`` is an existing file."""
+    if path is not None and not osp.isfile(path):
+        fail(f'{what} {path!r} does not exist')
+
+
+def enable_amp(cfg: Config) -> None:
+    """Switches the optimizer wrapper of ``cfg`` to mixed precision.
+
+    CUDA: mmengine's AmpOptimWrapper (float16 with dynamic loss scaling).
+    CPU: our CPUBF16OptimWrapper, because AmpOptimWrapper asserts a GPU.
+    """
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper in ('AmpOptimWrapper', 'CPUBF16OptimWrapper'):
+        return
+    if wrapper != 'OptimWrapper':
+        fail(f'--amp cannot wrap optim_wrapper.type={wrapper!r}; '
+             "expected 'OptimWrapper'")
+    if torch.cuda.is_available():
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    else:
+        cfg.optim_wrapper.type = 'CPUBF16OptimWrapper'

@@ -1,0 +1,44 @@
+"""Shared fixtures: the repository root, a tiny generated shapes dataset and
+the real VOC photos of ../shared/data/voc100."""
+import os
+import os.path as osp
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import projects.focal_retina  # noqa: E402,F401  (registers components)
+from projects.focal_retina.datasets import (ShapesSpec,  # noqa: E402
+                                            generate_shapes_dataset)
+
+VOC100 = osp.join(osp.dirname(ROOT), 'shared', 'data', 'voc100')
+TINY_SHAPES = ShapesSpec(seed=3, num_train=8, num_val=4, img_size=96,
+                         min_objects=2, max_objects=4, min_size=10,
+                         max_size=30, clutter=3)
+
+
+@pytest.fixture(scope='session')
+def repo_root() -> str:
+    return ROOT
+
+
+@pytest.fixture(scope='session')
+def tiny_shapes(tmp_path_factory) -> str:
+    """A tiny shapes dataset (8 train / 4 val images of 96 px)."""
+    root = str(tmp_path_factory.mktemp('data') / 'shapes')
+    generate_shapes_dataset(root, TINY_SHAPES)
+    return root
+
+
+@pytest.fixture(scope='session')
+def voc100() -> str:
+    """The real photos; absent folder: skip locally, fail in CI."""
+    if not osp.isfile(osp.join(VOC100, 'annotations.json')):
+        msg = f'real photos not found at {VOC100}'
+        if os.environ.get('FOCAL_RETINA_REQUIRE_VOC100') == '1':
+            pytest.fail(msg + ' (FOCAL_RETINA_REQUIRE_VOC100=1)')
+        pytest.skip(msg)
+    return VOC100

@@ -1,0 +1,141 @@
+"""Every config builds and runs loss / predict / tensor modes; the base
+configs hold the paper's settings (SPEC.md, Sec. 4 of the paper)."""
+import glob
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmdet.registry import MODELS
+from mmdet.testing import demo_mm_inputs
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+
+from tests.conftest import ROOT
+
+register_all_modules()
+CONFIGS = sorted(
+    p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
+                         recursive=True) if '_base_' not in p)
+IDS = [osp.relpath(p, osp.join(ROOT, 'configs')) for p in CONFIGS]
+
+
+def build_model(path: str):
+    cfg = Config.fromfile(path)
+    cfg.model.backbone.init_cfg = None  # no pretrained weights here
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model, cfg
+
+
+def test_all_leaf_configs_found():
+    names = {osp.basename(p) for p in CONFIGS}
+    assert {'retina_r50_fpn_1x.py', 'retina_r101_fpn_1.5x.py',
+            'retina_r18_fpn_shapes.py'} <= names
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=IDS)
+def test_config_modes(path):
+    torch.manual_seed(0)
+    model, cfg = build_model(path)
+    num_classes = cfg.model.bbox_head.num_classes
+    inputs = demo_mm_inputs(
+        2, [[3, 96, 128], [3, 96, 128]], num_items=[3, 0],
+        num_classes=num_classes)
+    data = model.data_preprocessor(inputs, True)
+
+    model.train()
+    losses = model.forward(**data, mode='loss')
+    loss = sum(sum(v) if isinstance(v, list) else v
+               for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+
+    # an image without boxes: no box loss, but a classification loss
+    empty = demo_mm_inputs(1, [[3, 96, 128]], num_items=[0],
+                           num_classes=num_classes)
+    losses = model.forward(**model.data_preprocessor(empty, True),
+                           mode='loss')
+    assert sum(losses['loss_bbox']) == 0
+    assert sum(losses['loss_cls']) > 0
+
+    model.eval()
+    with torch.no_grad():
+        data = model.data_preprocessor(inputs, False)
+        preds = model.forward(**data, mode='predict')
+        assert len(preds) == 2
+        inst = preds[0].pred_instances
+        assert inst.bboxes.shape[1] == 4
+        assert len(inst) <= cfg.model.test_cfg.max_per_img
+        feats = model.forward(data['inputs'], mode='tensor')
+    cls_scores, bbox_preds = feats
+    assert len(cls_scores) == 5  # P3-P7
+    num_anchors = 9  # 3 scales x 3 ratios
+    assert cls_scores[0].shape[1] == num_anchors * num_classes
+    assert bbox_preds[0].shape[1] == num_anchors * 4
+    # strides 8..128 on a 96x128 input (padded to a multiple of 32)
+    assert [c.shape[-1] for c in cls_scores] == [16, 8, 4, 2, 1]
+
+
+def test_paper_settings_in_base_model():
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'retina_r50_fpn_1x.py'))
+    m = cfg.model
+    assert m.backbone.depth == 50
+    assert (m.neck.start_level, m.neck.num_outs) == (1, 5)  # P3-P7
+    assert m.neck.add_extra_convs == 'on_input'  # P6 from C5
+    assert m.neck.relu_before_extra_convs is True  # ReLU before P7
+    assert m.neck.out_channels == 256
+    h = m.bbox_head
+    assert (h.stacked_convs, h.feat_channels) == (4, 256)
+    ag = h.anchor_generator
+    assert (ag.octave_base_scale, ag.scales_per_octave) == (4, 3)
+    assert ag.ratios == [0.5, 1.0, 2.0]
+    assert ag.strides == [8, 16, 32, 64, 128]
+    assert h.loss_bbox.type == 'SmoothL1Loss' and h.loss_bbox.beta == 0.11
+    a = m.train_cfg.assigner
+    assert (a.pos_iou_thr, a.neg_iou_thr) == (0.5, 0.4)
+    t = m.test_cfg
+    assert (t.score_thr, t.nms_pre, t.nms.iou_threshold, t.max_per_img) \
+        == (0.05, 1000, 0.5, 100)
+    # schedule: 90k iterations, lr 0.01 /10 at 60k, 80k, 16 images
+    assert cfg.train_cfg.max_iters == 90000
+    opt = cfg.optim_wrapper.optimizer
+    assert (opt.lr, opt.momentum, opt.weight_decay) == (0.01, 0.9, 1e-4)
+    assert cfg.param_scheduler[-1].milestones == [60000, 80000]
+    assert cfg.auto_scale_lr.base_batch_size == 16
+    assert cfg.train_dataloader.batch_size * 8 == 16
+    assert [t.type for t in cfg.train_pipeline] == [
+        'LoadImageFromFile', 'LoadAnnotations', 'Resize', 'RandomFlip',
+        'PackDetInputs'
+    ]  # flip is the only augmentation
+    assert cfg.custom_imports.imports == ['projects.focal_retina']
+
+
+def test_table2_config():
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs', 'retina_r101_fpn_1.5x.py'))
+    assert cfg.model.backbone.depth == 101
+    assert cfg.train_cfg.max_iters == 135000
+    assert cfg.param_scheduler[-1].milestones == [90000, 120000]
+    resize = cfg.train_dataloader.dataset.pipeline[2]
+    assert [s[1] for s in resize.scales] == [640, 672, 704, 736, 768, 800]
+    assert all(s[0] == 1333 for s in resize.scales)
+    test_resize = cfg.test_dataloader.dataset.pipeline[1]
+    assert test_resize.scale == (1333, 800)
+
+
+def test_p7_takes_relu_of_p6():
+    """P7 = conv3x3/2(ReLU(P6)) and P6 = conv3x3/2(C5), as in the paper."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'retina_r50_fpn_1x.py'))
+    neck = MODELS.build(cfg.model.neck).eval()
+    torch.manual_seed(0)
+    feats = [torch.randn(1, c, 64 // 2**i, 64 // 2**i)
+             for i, c in enumerate([256, 512, 1024, 2048])]
+    with torch.no_grad():
+        outs = neck(feats)
+        conv6, conv7 = neck.fpn_convs[3].conv, neck.fpn_convs[4].conv
+        p6 = conv6(feats[3])
+        p7 = conv7(F.relu(p6))
+    torch.testing.assert_close(outs[3], p6)
+    torch.testing.assert_close(outs[4], p7)
+    assert not torch.allclose(outs[4], conv7(p6))

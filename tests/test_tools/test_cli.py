@@ -1,0 +1,118 @@
+"""The real command-line tools, run as subprocesses on a tiny dataset."""
+import glob
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from tests.conftest import ROOT
+
+DEMO = 'configs/demo/retina_r18_fpn_shapes.py'
+pytestmark = pytest.mark.slow
+
+
+def run_tool(*args, expect_rc=0):
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == expect_rc, out[-4000:]
+    return out
+
+
+def data_options(root: str, iters: int) -> list:
+    """--cfg-options pointing the demo config at ``root`` for ``iters``."""
+    opts = [
+        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+        f'default_hooks.checkpoint.interval={iters}',
+        'default_hooks.logger.interval=1',
+        'train_dataloader.batch_size=2',
+        # an untrained model scores below 0.05; keep boxes so that
+        # CocoMetric has detections to evaluate
+        'model.test_cfg.score_thr=0.0'
+    ]
+    for split in ('train', 'val', 'test'):
+        opts += [
+            f'{split}_dataloader.num_workers=0',
+            f'{split}_dataloader.persistent_workers=False',
+            f'{split}_dataloader.dataset.data_root={root}'
+        ]
+    for split in ('val', 'test'):
+        opts.append(f'{split}_evaluator.ann_file='
+                    f'{root}/annotations/val.json')
+    return opts
+
+
+@pytest.fixture(scope='module')
+def trained(tiny_shapes, tmp_path_factory):
+    """Trains the demo model for 4 iterations through tools/train.py."""
+    work = str(tmp_path_factory.mktemp('train'))
+    out = run_tool('tools/train.py', DEMO, '--work-dir', work,
+                   '--cfg-options', *data_options(tiny_shapes, 4))
+    return work, out
+
+
+def test_train_writes_checkpoint_and_validates(trained):
+    work, out = trained
+    assert osp.isfile(osp.join(work, 'iter_4.pth'))
+    with open(osp.join(work, 'last_checkpoint')) as f:
+        assert f.read().strip().endswith('iter_4.pth')
+    assert 'Iter(train) [4/4]' in out
+    assert 'coco/bbox_mAP_50' in out
+
+
+def test_test_tool_prints_coco_metrics(trained, tiny_shapes, tmp_path):
+    work, _ = trained
+    out = run_tool('tools/test.py', DEMO, osp.join(work, 'iter_4.pth'),
+                   '--work-dir', str(tmp_path), '--out',
+                   str(tmp_path / 'preds.pkl'), '--cfg-options',
+                   *data_options(tiny_shapes, 4))
+    assert 'Average Precision  (AP) @[ IoU=0.50:0.95' in out
+    metrics_files = glob.glob(str(tmp_path / '*' / '*.json'))
+    assert metrics_files
+    with open(metrics_files[0]) as f:
+        metrics = json.load(f)
+    for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75',
+                'coco/bbox_mAP_s', 'coco/bbox_mAP_m', 'coco/bbox_mAP_l'):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert osp.getsize(tmp_path / 'preds.pkl') > 0
+
+
+def test_infer_lists_and_draws(trained, tiny_shapes, tmp_path):
+    work, _ = trained
+    imgs = sorted(glob.glob(osp.join(tiny_shapes, 'val', '*.png')))[:3]
+    grid = str(tmp_path / 'grid.png')
+    out = run_tool('tools/infer.py', DEMO, osp.join(work, 'iter_4.pth'),
+                   *imgs, '--score-thr', '0.0', '--out-dir',
+                   str(tmp_path / 'out'), '--grid', grid)
+    assert out.count('detections >= 0.0') == 3
+    img = cv2.imread(grid)
+    assert img.shape == (2 * 96, 2 * 96, 3)  # 3 images tiled 2 by 2
+    assert len(os.listdir(tmp_path / 'out' / 'vis')) == 3
+
+
+def test_amp_on_cpu_trains(tiny_shapes, tmp_path):
+    out = run_tool('tools/train.py', DEMO, '--amp', '--work-dir',
+                   str(tmp_path), '--cfg-options',
+                   *data_options(tiny_shapes, 2), 'train_cfg.val_interval=10')
+    assert 'Iter(train) [2/2]' in out
+    assert osp.isfile(tmp_path / 'iter_2.pth')
+
+
+@pytest.mark.parametrize('args,expected', [
+    (['tools/train.py', 'configs/nope.py'], "config file 'configs/nope.py' "
+     'does not exist'),
+    (['tools/test.py', DEMO, 'missing.pth'], "checkpoint 'missing.pth' "
+     'does not exist'),
+    (['tools/infer.py', DEMO, 'missing.pth', 'x.png'],
+     "checkpoint 'missing.pth' does not exist"),
+    (['tools/make_shapes.py', '--out', '/tmp/never', '--min-size', '1'],
+     'invalid min_size=1'),
+])
+def test_bad_input_gives_one_line_error(args, expected):
+    out = run_tool(*args, expect_rc=2)
+    assert expected in out
+    assert 'Traceback' not in out

@@ -1,0 +1,74 @@
+"""Evaluates a checkpoint: ``python tools/test.py CONFIG CHECKPOINT``.
+
+The command line of mmdet's ``tools/test.py``; prints the metrics of the
+config's ``test_evaluator`` (CocoMetric: the COCO AP table).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import DictAction  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from projects.focal_retina.engine.cli import check_file  # noqa: E402
+from projects.focal_retina.engine.cli import fail, load_config  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test (and eval) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where to save the metrics')
+    parser.add_argument(
+        '--out', help='dump the predictions to a pickle file (.pkl)')
+    parser.add_argument(
+        '--show-dir', help='draw predictions into this folder of the work '
+        'dir (one image per test image)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config keys, e.g. test_evaluator.classwise=True')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    check_file(args.checkpoint, 'checkpoint')
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join(
+            './work_dirs',
+            osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        hook = cfg.default_hooks.get('visualization')
+        if hook is None:
+            fail('--show-dir needs default_hooks.visualization in the config')
+        hook.draw = True
+        hook.test_out_dir = args.show_dir
+    if args.out is not None:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            fail(f'--out {args.out!r}: expected a .pkl or .pickle file')
+        cfg.test_evaluator = [cfg.test_evaluator] if isinstance(
+            cfg.test_evaluator, dict) else list(cfg.test_evaluator)
+        cfg.test_evaluator.append(
+            dict(type='DumpDetResults', out_file_path=args.out))
+    runner = (RUNNERS.build(cfg)
+              if 'runner_type' in cfg else Runner.from_cfg(cfg))
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

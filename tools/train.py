@@ -1,0 +1,79 @@
+"""Trains a detector: ``python tools/train.py CONFIG [--work-dir DIR] ...``.
+
+The command line of mmdet's ``tools/train.py``; ``--amp`` also works on CPU
+(bfloat16 autocast) and our components are registered by importing
+``projects.focal_retina`` (configs also name it in ``custom_imports``).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import DictAction  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from projects.focal_retina.engine.cli import (check_file, enable_amp,  # noqa
+                                              fail, load_config)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a detector')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='where to save logs and models')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='mixed precision: float16 on CUDA, bfloat16 autocast on CPU')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true',
+        help='scale the lr by total batch / auto_scale_lr.base_batch_size')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from CHECKPOINT, or from the latest checkpoint of the '
+        'work dir when no path is given')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config keys, e.g. train_cfg.max_iters=100')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join(
+            './work_dirs',
+            osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        enable_amp(cfg)
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or \
+                'base_batch_size' not in cfg.auto_scale_lr:
+            fail(f'--auto-scale-lr: {args.config} has no '
+                 'auto_scale_lr.base_batch_size')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        check_file(args.resume, '--resume checkpoint')
+        cfg.resume = True
+        cfg.load_from = args.resume
+    runner = (RUNNERS.build(cfg)
+              if 'runner_type' in cfg else Runner.from_cfg(cfg))
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
