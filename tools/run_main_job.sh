@@ -16,8 +16,15 @@ CONFIG=configs/demo/retina_r18_fpn_shapes.py
 WORK=${WORK_DIR:-work_dirs/main_job}
 
 "$PY" tools/make_shapes.py --out data/shapes
+# Mixed precision where the hardware has it: bf16 autocast on CPUs with
+# native bf16 (AVX-512 BF16 / AMX; 1.8x faster here), fp16 on CUDA.
+amp=()
+if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null || \
+    "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+    amp=(--amp)
+fi
 start=$(date +%s)
-"$PY" tools/train.py "$CONFIG" --work-dir "$WORK" "$@"
+"$PY" tools/train.py "$CONFIG" --work-dir "$WORK" "${amp[@]}" "$@"
 train_s=$(( $(date +%s) - start ))
 ckpt=$(cat "$WORK/last_checkpoint")
 "$PY" tools/infer.py "$CONFIG" "$ckpt" data/shapes/val/00000[0-3].png \

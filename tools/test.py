@@ -1,11 +1,13 @@
 """Evaluates a checkpoint: ``python tools/test.py CONFIG CHECKPOINT``.
 
 The command line of mmdet's ``tools/test.py``; prints the metrics of the
-config's ``test_evaluator`` (CocoMetric: the COCO AP table).
+config's ``test_evaluator`` (CocoMetric: the COCO AP table). With
+``--test-dev NAME`` it writes a validated COCO test-dev submission instead.
 """
 import argparse
 import os
 import os.path as osp
+import re
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -16,6 +18,8 @@ from mmengine.runner import Runner  # noqa: E402
 
 from projects.focal_retina.engine.cli import check_file  # noqa: E402
 from projects.focal_retina.engine.cli import fail, load_config  # noqa: E402
+from projects.focal_retina.engine.distributed import \
+    setup_cpu_distributed  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -29,6 +33,12 @@ def parse_args() -> argparse.Namespace:
         '--show-dir', help='draw predictions into this folder of the work '
         'dir (one image per test image)')
     parser.add_argument(
+        '--test-dev', metavar='NAME',
+        help='run on COCO test-dev (annotations/image_info_test-dev2017.json'
+        ' and test2017/ under the test dataset root) and write '
+        'detections_test-dev2017_NAME_results.json and its zip into the work '
+        'dir, validated for the evaluation server')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config keys, e.g. test_evaluator.classwise=True')
     parser.add_argument(
@@ -40,11 +50,33 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def use_test_dev(cfg, name: str) -> None:
+    """Points the test loop at COCO test-dev and writes a submission."""
+    if not re.fullmatch(r'[A-Za-z0-9-]+', name):
+        fail(f'--test-dev {name!r}: expected letters, digits and "-" only '
+             '(the evaluation server splits the file name on "_")')
+    dataset = cfg.test_dataloader.dataset
+    info = 'annotations/image_info_test-dev2017.json'
+    info_path = osp.join(dataset.get('data_root') or '', info)
+    if not osp.isfile(info_path):
+        fail(f'--test-dev: {info_path!r} does not exist; expected the COCO '
+             'test-dev image info under test_dataloader.dataset.data_root')
+    dataset.update(ann_file=info, data_prefix=dict(img='test2017/'),
+                   test_mode=True)
+    cfg.test_evaluator = dict(type='CocoTestDevSubmission',
+                              ann_file=info_path, out_dir=cfg.work_dir,
+                              name=name)
+
+
 def main() -> None:
     args = parse_args()
     check_file(args.checkpoint, 'checkpoint')
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
+    try:
+        setup_cpu_distributed(cfg, args.launcher)
+    except RuntimeError as exc:
+        fail(str(exc))
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
@@ -52,6 +84,8 @@ def main() -> None:
             './work_dirs',
             osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    if args.test_dev:
+        use_test_dev(cfg, args.test_dev)
     if args.show_dir:
         hook = cfg.default_hooks.get('visualization')
         if hook is None:

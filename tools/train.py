@@ -17,6 +17,8 @@ from mmengine.runner import Runner  # noqa: E402
 
 from projects.focal_retina.engine.cli import (check_file, enable_amp,  # noqa
                                               fail, load_config)
+from projects.focal_retina.engine.distributed import \
+    setup_cpu_distributed  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,6 +51,10 @@ def main() -> None:
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
+    try:
+        setup_cpu_distributed(cfg, args.launcher)
+    except RuntimeError as exc:
+        fail(str(exc))
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:

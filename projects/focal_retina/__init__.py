@@ -3,6 +3,6 @@
 Importing this package registers every component, so configs only need
 ``custom_imports=dict(imports=['projects.focal_retina'])``.
 """
-from . import datasets, engine  # noqa: F401
+from . import datasets, engine, evaluation, losses, models  # noqa: F401
 
 __version__ = '0.1.0'

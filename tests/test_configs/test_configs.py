@@ -1,6 +1,7 @@
 """Every config builds and runs loss / predict / tensor modes; the base
 configs hold the paper's settings (SPEC.md, Sec. 4 of the paper)."""
 import glob
+import math
 import os.path as osp
 
 import pytest
@@ -14,10 +15,44 @@ from mmengine.config import Config
 from tests.conftest import ROOT
 
 register_all_modules()
-CONFIGS = sorted(
+ALL_CONFIGS = sorted(
     p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
                          recursive=True) if '_base_' not in p)
+
+
+def _representative(paths):
+    """Every config outside ablations/, and the first of each ablation
+    folder (the others differ only in loss settings, checked below)."""
+    seen, keep = set(), []
+    for p in paths:
+        folder = osp.dirname(p)
+        if 'ablations' not in p or folder not in seen:
+            keep.append(p)
+            seen.add(folder)
+    return keep
+
+
+CONFIGS = _representative(ALL_CONFIGS)
 IDS = [osp.relpath(p, osp.join(ROOT, 'configs')) for p in CONFIGS]
+ABLATIONS = osp.join(ROOT, 'configs', 'ablations')
+# (folder, file, expected loss_cls settings): the paper's Tables 1a, 1b, 3.
+PAPER_LOSSES = [
+    *[('table1a_alpha_ce', f'retina_r50_fpn_600_1x_ce-a{t}.py',
+       dict(gamma=0.0, alpha=a, star=False))
+      for t, a in [('01', .1), ('025', .25), ('05', .5), ('075', .75),
+                   ('09', .9), ('099', .99), ('0999', .999)]],
+    *[('table1b_gamma_alpha', f'retina_r50_fpn_600_1x_fl-g{t}.py',
+       dict(gamma=g, alpha=a, star=False))
+      for t, g, a in [('01-a075', .1, .75), ('02-a075', .2, .75),
+                      ('05-a05', .5, .5), ('1-a025', 1., .25),
+                      ('2-a025', 2., .25), ('5-a025', 5., .25)]],
+    ('table3_fl_star', 'retina_r50_fpn_600_1x_ce.py',
+     dict(gamma=0.0, alpha=0.75, star=False)),
+    ('table3_fl_star', 'retina_r50_fpn_600_1x_flstar-g2-b1.py',
+     dict(gamma=2.0, star_beta=1.0, alpha=0.25, star=True)),
+    ('table3_fl_star', 'retina_r50_fpn_600_1x_flstar-g4-b0.py',
+     dict(gamma=4.0, star_beta=0.0, alpha=0.25, star=True)),
+]
 
 
 def build_model(path: str):
@@ -92,6 +127,10 @@ def test_paper_settings_in_base_model():
     assert ag.ratios == [0.5, 1.0, 2.0]
     assert ag.strides == [8, 16, 32, 64, 128]
     assert h.loss_bbox.type == 'SmoothL1Loss' and h.loss_bbox.beta == 0.11
+    assert h.type == 'FocalRetinaHead' and h.normalizer == 'global'
+    assert h.prior_prob == 0.01
+    assert (h.loss_cls.type, h.loss_cls.gamma, h.loss_cls.alpha) == \
+        ('FocalFamilyLoss', 2.0, 0.25)
     a = m.train_cfg.assigner
     assert (a.pos_iou_thr, a.neg_iou_thr) == (0.5, 0.4)
     t = m.test_cfg
@@ -139,3 +178,42 @@ def test_p7_takes_relu_of_p6():
     torch.testing.assert_close(outs[3], p6)
     torch.testing.assert_close(outs[4], p7)
     assert not torch.allclose(outs[4], conv7(p6))
+
+
+@pytest.mark.parametrize('folder,name,expected', PAPER_LOSSES,
+                         ids=[p[1] for p in PAPER_LOSSES])
+def test_ablation_loss_settings(folder, name, expected):
+    cfg = Config.fromfile(osp.join(ABLATIONS, folder, name))
+    loss_cfg = cfg.model.bbox_head.loss_cls
+    assert loss_cfg.type == 'FocalFamilyLoss'
+    for key, value in expected.items():
+        assert loss_cfg.get(key, False) == pytest.approx(value), key
+    loss = MODELS.build(loss_cfg)  # hyper-parameters valid
+    assert loss.gamma == expected['gamma']
+    # ablation default: R-50, 600 px train and test
+    assert cfg.model.backbone.depth == 50
+    assert cfg.train_dataloader.dataset.pipeline[2].scale == (1000, 600)
+    assert cfg.test_dataloader.dataset.pipeline[1].scale == (1000, 600)
+
+
+def test_every_ablation_config_is_checked():
+    listed = {osp.join(ABLATIONS, f, n) for f, n, _ in PAPER_LOSSES}
+    loss_configs = {p for p in ALL_CONFIGS
+                    if 'table1' in p or 'table3' in p}
+    assert loss_configs == listed
+
+
+def test_prior_configs():
+    with_prior = Config.fromfile(osp.join(
+        ABLATIONS, 'prior', 'retina_r50_fpn_600_1x_ce-prior.py'))
+    no_prior = Config.fromfile(osp.join(
+        ABLATIONS, 'prior', 'retina_r50_fpn_600_1x_ce-noprior.py'))
+    assert with_prior.model.bbox_head.prior_prob == 0.01
+    assert no_prior.model.bbox_head.prior_prob is None
+    for cfg in (with_prior, no_prior):
+        assert cfg.model.bbox_head.loss_cls.gamma == 0.0
+        head = MODELS.build(cfg.model.bbox_head)
+        head.init_weights()
+        expected = 0.0 if cfg is no_prior else -math.log(99)
+        assert head.retina_cls.bias.detach().sub(expected).abs().max() \
+            < 1e-6

@@ -3,6 +3,9 @@
 # ReLU); 9 anchors of 4x the stride; IoU 0.5/0.4 assignment; smooth L1 with
 # beta = 0.11 (mmdet's default is L1); prior pi = 0.01; inference with score
 # 0.05, top 1000 per level, NMS 0.5 and 100 detections per image.
+# FocalRetinaHead is mmdet's RetinaHead with the paper's normaliser (positive
+# anchors over the whole batch, all-reduced over GPUs) and a prior switch;
+# FocalFamilyLoss is the fused FL / alpha-CE / FL* loss.
 model = dict(
     type='RetinaNet',
     data_preprocessor=dict(
@@ -30,8 +33,10 @@ model = dict(
         relu_before_extra_convs=True,
         num_outs=5),
     bbox_head=dict(
-        type='RetinaHead',
+        type='FocalRetinaHead',
         num_classes=80,
+        prior_prob=0.01,
+        normalizer='global',
         in_channels=256,
         stacked_convs=4,
         feat_channels=256,
@@ -46,7 +51,7 @@ model = dict(
             target_means=[.0, .0, .0, .0],
             target_stds=[1.0, 1.0, 1.0, 1.0]),
         loss_cls=dict(
-            type='FocalLoss',
+            type='FocalFamilyLoss',
             use_sigmoid=True,
             gamma=2.0,
             alpha=0.25,

@@ -1,8 +1,11 @@
 from .checkpoint import (RestrictedUnpickler, UntrustedCheckpointError,
                          allow_checkpoint_globals, safe_load)
+from .distributed import (CPUAwareDistributedDataParallel,
+                          setup_cpu_distributed)
 from .optim_wrapper import CPUBF16OptimWrapper
 
 __all__ = [
-    'CPUBF16OptimWrapper', 'RestrictedUnpickler', 'UntrustedCheckpointError',
-    'allow_checkpoint_globals', 'safe_load'
+    'CPUAwareDistributedDataParallel', 'CPUBF16OptimWrapper',
+    'RestrictedUnpickler', 'UntrustedCheckpointError',
+    'allow_checkpoint_globals', 'safe_load', 'setup_cpu_distributed'
 ]

@@ -1,0 +1,4 @@
+# Table 1b: FL gamma = 0.1, alpha = 0.75; paper AP 31.4.
+_base_ = '../retina_r50_fpn_600_1x.py'
+
+model = dict(bbox_head=dict(loss_cls=dict(gamma=0.1, alpha=0.75)))

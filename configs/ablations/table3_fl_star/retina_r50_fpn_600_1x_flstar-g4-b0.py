@@ -1,0 +1,6 @@
+# Table 3: FL* (appendix A) gamma = 4.0, beta = 0.0; paper AP 33.9.
+_base_ = '../retina_r50_fpn_600_1x.py'
+
+model = dict(
+    bbox_head=dict(
+        loss_cls=dict(star=True, gamma=4.0, star_beta=0.0, alpha=0.25)))
