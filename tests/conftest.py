@@ -10,14 +10,20 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import projects.focal_retina  # noqa: E402,F401  (registers components)
-from projects.focal_retina.datasets import (ShapesSpec,  # noqa: E402
-                                            generate_shapes_dataset)
+import projects.focal_retina  # noqa: F401  (registers components)
+from projects.focal_retina.datasets import ShapesSpec, generate_shapes_dataset
 
 VOC100 = osp.join(osp.dirname(ROOT), 'shared', 'data', 'voc100')
-TINY_SHAPES = ShapesSpec(seed=3, num_train=8, num_val=4, img_size=96,
-                         min_objects=2, max_objects=4, min_size=10,
-                         max_size=30, clutter=3)
+TINY_SHAPES = ShapesSpec(
+    seed=3,
+    num_train=8,
+    num_val=4,
+    img_size=96,
+    min_objects=2,
+    max_objects=4,
+    min_size=10,
+    max_size=30,
+    clutter=3)
 
 
 @pytest.fixture(scope='session')

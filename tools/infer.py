@@ -15,12 +15,11 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
+import cv2
+import numpy as np
+from mmengine.logging import print_log
 
-from projects.focal_retina.engine.cli import (check_file, fail,  # noqa: E402
-                                              load_config)
+from projects.focal_retina.engine.cli import check_file, fail, load_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -28,14 +27,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('inputs', nargs='+', help='image files or folders')
-    parser.add_argument('--score-thr', type=float, default=0.5,
-                        help='keep detections scoring at least this')
-    parser.add_argument('--out-dir', default='outputs',
-                        help='where drawn images and predictions go')
-    parser.add_argument('--grid', help='also write the drawn images tiled '
-                        'into this one image file')
-    parser.add_argument('--device', default=None,
-                        help="e.g. 'cpu' or 'cuda:0' (default: best)")
+    parser.add_argument(
+        '--score-thr',
+        type=float,
+        default=0.5,
+        help='keep detections scoring at least this')
+    parser.add_argument(
+        '--out-dir',
+        default='outputs',
+        help='where drawn images and predictions go')
+    parser.add_argument(
+        '--grid',
+        help='also write the drawn images tiled '
+        'into this one image file')
+    parser.add_argument(
+        '--device',
+        default=None,
+        help="e.g. 'cpu' or 'cuda:0' (default: best)")
     return parser.parse_args()
 
 
@@ -62,7 +70,9 @@ def main() -> None:
     cfg = load_config(args.config)
     from mmdet.apis import DetInferencer
     inferencer = DetInferencer(
-        model=cfg, weights=args.checkpoint, device=args.device,
+        model=cfg,
+        weights=args.checkpoint,
+        device=args.device,
         show_progress=False)
     classes = inferencer.model.dataset_meta['classes']
     inputs = [
@@ -70,18 +80,23 @@ def main() -> None:
         for f in sorted(os.listdir(p))
     ] + [p for p in args.inputs if not osp.isdir(p)]
     result = inferencer(
-        inputs, out_dir=args.out_dir, pred_score_thr=args.score_thr,
-        no_save_pred=False, return_vis=args.grid is not None)
+        inputs,
+        out_dir=args.out_dir,
+        pred_score_thr=args.score_thr,
+        no_save_pred=False,
+        return_vis=args.grid is not None)
     for path, pred in zip(inputs, result['predictions']):
         kept = [(s, lab, box) for s, lab, box in zip(
             pred['scores'], pred['labels'], pred['bboxes'])
                 if s >= args.score_thr]
-        print_log(f'{path}: {len(kept)} detections >= {args.score_thr}',
-                  logger='current')
+        print_log(
+            f'{path}: {len(kept)} detections >= {args.score_thr}',
+            logger='current')
         for score, label, box in kept:
-            print_log(f'  {classes[label]:<12} {score:.3f}  '
-                      f'[{", ".join(f"{v:.1f}" for v in box)}]',
-                      logger='current')
+            print_log(
+                f'  {classes[label]:<12} {score:.3f}  '
+                f'[{", ".join(f"{v:.1f}" for v in box)}]',
+                logger='current')
     if args.grid:
         grid = tile(result['visualization'], cols=min(len(inputs), 2))
         os.makedirs(osp.dirname(osp.abspath(args.grid)), exist_ok=True)

@@ -13,21 +13,22 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.logging import print_log  # noqa: E402
+from mmengine.logging import print_log
 
-from projects.focal_retina.datasets import (ShapesSpec,  # noqa: E402
-                                            generate_shapes_dataset)
-from projects.focal_retina.engine.cli import fail  # noqa: E402
+from projects.focal_retina.datasets import ShapesSpec, generate_shapes_dataset
+from projects.focal_retina.engine.cli import fail
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', default='data/shapes', help='output dir')
-    parser.add_argument('--force', action='store_true',
-                        help='replace an existing folder')
+    parser.add_argument(
+        '--force', action='store_true', help='replace an existing folder')
     for field in dataclasses.fields(ShapesSpec):
-        parser.add_argument(f'--{field.name.replace("_", "-")}', type=int,
-                            default=field.default)
+        parser.add_argument(
+            f'--{field.name.replace("_", "-")}',
+            type=int,
+            default=field.default)
     return parser.parse_args()
 
 
@@ -41,9 +42,11 @@ def main() -> None:
     except (ValueError, FileExistsError) as exc:
         fail(str(exc))
     what = 'generated' if made else 'reusing'
-    print_log(f'{what} shapes dataset in {args.out} '
-              f'({spec.num_train} train / {spec.num_val} val images, '
-              f'{time.time() - start:.1f} s)', logger='current')
+    print_log(
+        f'{what} shapes dataset in {args.out} '
+        f'({spec.num_train} train / {spec.num_val} val images, '
+        f'{time.time() - start:.1f} s)',
+        logger='current')
 
 
 if __name__ == '__main__':

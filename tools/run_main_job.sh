@@ -28,6 +28,6 @@ start=$(date +%s)
 train_s=$(( $(date +%s) - start ))
 ckpt=$(cat "$WORK/last_checkpoint")
 "$PY" tools/infer.py "$CONFIG" "$ckpt" data/shapes/val/00000[0-3].png \
-    --score-thr 0.3 --out-dir "$WORK/infer" --grid "$WORK/detections.png"
+    --score-thr 0.5 --out-dir "$WORK/infer" --grid "$WORK/detections.png"
 "$PY" tools/summarize_run.py "$WORK" --train-seconds "$train_s" \
     --checkpoint "$ckpt" --image "$WORK/detections.png"

@@ -10,15 +10,15 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.logging import print_log  # noqa: E402
+from mmengine.logging import print_log
 
-from projects.focal_retina.engine.cli import fail  # noqa: E402
+from projects.focal_retina.engine.cli import fail
 
 
 def last_val_metrics(work_dir: str) -> dict:
     """The last record with COCO metrics in the run's scalars.json."""
-    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                      'scalars.json')))
+    files = sorted(
+        glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     if not files:
         fail(f'no */vis_data/scalars.json under {work_dir!r}; did the '
              'training run finish?')

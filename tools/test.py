@@ -12,14 +12,12 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import DictAction  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from mmengine.config import DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
-from projects.focal_retina.engine.cli import check_file  # noqa: E402
-from projects.focal_retina.engine.cli import fail, load_config  # noqa: E402
-from projects.focal_retina.engine.distributed import \
-    setup_cpu_distributed  # noqa: E402
+from projects.focal_retina.engine.cli import check_file, fail, load_config
+from projects.focal_retina.engine.distributed import setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -30,20 +28,26 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--out', help='dump the predictions to a pickle file (.pkl)')
     parser.add_argument(
-        '--show-dir', help='draw predictions into this folder of the work '
+        '--show-dir',
+        help='draw predictions into this folder of the work '
         'dir (one image per test image)')
     parser.add_argument(
-        '--test-dev', metavar='NAME',
+        '--test-dev',
+        metavar='NAME',
         help='run on COCO test-dev (annotations/image_info_test-dev2017.json'
         ' and test2017/ under the test dataset root) and write '
         'detections_test-dev2017_NAME_results.json and its zip into the work '
         'dir, validated for the evaluation server')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config keys, e.g. test_evaluator.classwise=True')
     parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='job launcher')
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -61,11 +65,13 @@ def use_test_dev(cfg, name: str) -> None:
     if not osp.isfile(info_path):
         fail(f'--test-dev: {info_path!r} does not exist; expected the COCO '
              'test-dev image info under test_dataloader.dataset.data_root')
-    dataset.update(ann_file=info, data_prefix=dict(img='test2017/'),
-                   test_mode=True)
-    cfg.test_evaluator = dict(type='CocoTestDevSubmission',
-                              ann_file=info_path, out_dir=cfg.work_dir,
-                              name=name)
+    dataset.update(
+        ann_file=info, data_prefix=dict(img='test2017/'), test_mode=True)
+    cfg.test_evaluator = dict(
+        type='CocoTestDevSubmission',
+        ann_file=info_path,
+        out_dir=cfg.work_dir,
+        name=name)
 
 
 def main() -> None:
@@ -80,9 +86,8 @@ def main() -> None:
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join(
-            './work_dirs',
-            osp.splitext(osp.basename(args.config))[0])
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     if args.test_dev:
         use_test_dev(cfg, args.test_dev)
@@ -99,8 +104,8 @@ def main() -> None:
             cfg.test_evaluator, dict) else list(cfg.test_evaluator)
         cfg.test_evaluator.append(
             dict(type='DumpDetResults', out_file_path=args.out))
-    runner = (RUNNERS.build(cfg)
-              if 'runner_type' in cfg else Runner.from_cfg(cfg))
+    runner = (
+        RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg))
     runner.test()
 
 

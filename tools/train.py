@@ -11,14 +11,13 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import DictAction  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from mmengine.config import DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
-from projects.focal_retina.engine.cli import (check_file, enable_amp,  # noqa
-                                              fail, load_config)
-from projects.focal_retina.engine.distributed import \
-    setup_cpu_distributed  # noqa: E402
+from projects.focal_retina.engine.cli import (check_file, enable_amp, fail,
+                                              load_config)
+from projects.focal_retina.engine.distributed import setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -26,21 +25,30 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='where to save logs and models')
     parser.add_argument(
-        '--amp', action='store_true',
+        '--amp',
+        action='store_true',
         help='mixed precision: float16 on CUDA, bfloat16 autocast on CPU')
     parser.add_argument(
-        '--auto-scale-lr', action='store_true',
+        '--auto-scale-lr',
+        action='store_true',
         help='scale the lr by total batch / auto_scale_lr.base_batch_size')
     parser.add_argument(
-        '--resume', nargs='?', type=str, const='auto',
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
         help='resume from CHECKPOINT, or from the latest checkpoint of the '
         'work dir when no path is given')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config keys, e.g. train_cfg.max_iters=100')
     parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='job launcher')
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -58,9 +66,8 @@ def main() -> None:
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join(
-            './work_dirs',
-            osp.splitext(osp.basename(args.config))[0])
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
     if args.amp:
         enable_amp(cfg)
     if args.auto_scale_lr:
@@ -76,8 +83,8 @@ def main() -> None:
         check_file(args.resume, '--resume checkpoint')
         cfg.resume = True
         cfg.load_from = args.resume
-    runner = (RUNNERS.build(cfg)
-              if 'runner_type' in cfg else Runner.from_cfg(cfg))
+    runner = (
+        RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg))
     runner.train()
 
 

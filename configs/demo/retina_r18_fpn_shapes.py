@@ -6,8 +6,7 @@ _base_ = [
 ]
 
 model = dict(
-    backbone=dict(
-        depth=18, frozen_stages=-1, norm_eval=False, init_cfg=None),
+    backbone=dict(depth=18, frozen_stages=-1, norm_eval=False, init_cfg=None),
     neck=dict(in_channels=[64, 128, 256, 512], out_channels=128),
     bbox_head=dict(
         num_classes=4,
@@ -27,8 +26,12 @@ test_cfg = dict(type='TestLoop')
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),
     dict(
-        type='MultiStepLR', begin=0, end=max_iters, by_epoch=False,
-        milestones=[380, 460], gamma=0.1)
+        type='MultiStepLR',
+        begin=0,
+        end=max_iters,
+        by_epoch=False,
+        milestones=[380, 460],
+        gamma=0.1)
 ]
 # AdamW rather than the paper's SGD: from scratch in a few hundred steps,
 # SGD (lr 0.02, clipped) reached AP50 0.50 after 600 steps, AdamW with the

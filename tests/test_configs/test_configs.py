@@ -16,8 +16,9 @@ from tests.conftest import ROOT
 
 register_all_modules()
 ALL_CONFIGS = sorted(
-    p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
-                         recursive=True) if '_base_' not in p)
+    p for p in glob.glob(
+        osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+    if '_base_' not in p)
 
 
 def _representative(paths):
@@ -39,13 +40,13 @@ ABLATIONS = osp.join(ROOT, 'configs', 'ablations')
 PAPER_LOSSES = [
     *[('table1a_alpha_ce', f'retina_r50_fpn_600_1x_ce-a{t}.py',
        dict(gamma=0.0, alpha=a, star=False))
-      for t, a in [('01', .1), ('025', .25), ('05', .5), ('075', .75),
-                   ('09', .9), ('099', .99), ('0999', .999)]],
+      for t, a in [('01', .1), ('025', .25), ('05', .5), (
+          '075', .75), ('09', .9), ('099', .99), ('0999', .999)]],
     *[('table1b_gamma_alpha', f'retina_r50_fpn_600_1x_fl-g{t}.py',
        dict(gamma=g, alpha=a, star=False))
-      for t, g, a in [('01-a075', .1, .75), ('02-a075', .2, .75),
-                      ('05-a05', .5, .5), ('1-a025', 1., .25),
-                      ('2-a025', 2., .25), ('5-a025', 5., .25)]],
+      for t, g, a in [('01-a075', .1, .75), (
+          '02-a075', .2, .75), ('05-a05', .5, .5), (
+              '1-a025', 1., .25), ('2-a025', 2., .25), ('5-a025', 5., .25)]],
     ('table3_fl_star', 'retina_r50_fpn_600_1x_ce.py',
      dict(gamma=0.0, alpha=0.75, star=False)),
     ('table3_fl_star', 'retina_r50_fpn_600_1x_flstar-g2-b1.py',
@@ -65,8 +66,10 @@ def build_model(path: str):
 
 def test_all_leaf_configs_found():
     names = {osp.basename(p) for p in CONFIGS}
-    assert {'retina_r50_fpn_1x.py', 'retina_r101_fpn_1.5x.py',
-            'retina_r18_fpn_shapes.py'} <= names
+    assert {
+        'retina_r50_fpn_1x.py', 'retina_r101_fpn_1.5x.py',
+        'retina_r18_fpn_shapes.py'
+    } <= names
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=IDS)
@@ -75,22 +78,23 @@ def test_config_modes(path):
     model, cfg = build_model(path)
     num_classes = cfg.model.bbox_head.num_classes
     inputs = demo_mm_inputs(
-        2, [[3, 96, 128], [3, 96, 128]], num_items=[3, 0],
+        2, [[3, 96, 128], [3, 96, 128]],
+        num_items=[3, 0],
         num_classes=num_classes)
     data = model.data_preprocessor(inputs, True)
 
     model.train()
     losses = model.forward(**data, mode='loss')
-    loss = sum(sum(v) if isinstance(v, list) else v
-               for k, v in losses.items() if 'loss' in k)
+    loss = sum(
+        sum(v) if isinstance(v, list) else v for k, v in losses.items()
+        if 'loss' in k)
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
 
     # an image without boxes: no box loss, but a classification loss
-    empty = demo_mm_inputs(1, [[3, 96, 128]], num_items=[0],
-                           num_classes=num_classes)
-    losses = model.forward(**model.data_preprocessor(empty, True),
-                           mode='loss')
+    empty = demo_mm_inputs(
+        1, [[3, 96, 128]], num_items=[0], num_classes=num_classes)
+    losses = model.forward(**model.data_preprocessor(empty, True), mode='loss')
     assert sum(losses['loss_bbox']) == 0
     assert sum(losses['loss_cls']) > 0
 
@@ -151,8 +155,7 @@ def test_paper_settings_in_base_model():
 
 
 def test_table2_config():
-    cfg = Config.fromfile(
-        osp.join(ROOT, 'configs', 'retina_r101_fpn_1.5x.py'))
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'retina_r101_fpn_1.5x.py'))
     assert cfg.model.backbone.depth == 101
     assert cfg.train_cfg.max_iters == 135000
     assert cfg.param_scheduler[-1].milestones == [90000, 120000]
@@ -168,8 +171,10 @@ def test_p7_takes_relu_of_p6():
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'retina_r50_fpn_1x.py'))
     neck = MODELS.build(cfg.model.neck).eval()
     torch.manual_seed(0)
-    feats = [torch.randn(1, c, 64 // 2**i, 64 // 2**i)
-             for i, c in enumerate([256, 512, 1024, 2048])]
+    feats = [
+        torch.randn(1, c, 64 // 2**i, 64 // 2**i)
+        for i, c in enumerate([256, 512, 1024, 2048])
+    ]
     with torch.no_grad():
         outs = neck(feats)
         conv6, conv7 = neck.fpn_convs[3].conv, neck.fpn_convs[4].conv
@@ -180,8 +185,8 @@ def test_p7_takes_relu_of_p6():
     assert not torch.allclose(outs[4], conv7(p6))
 
 
-@pytest.mark.parametrize('folder,name,expected', PAPER_LOSSES,
-                         ids=[p[1] for p in PAPER_LOSSES])
+@pytest.mark.parametrize(
+    'folder,name,expected', PAPER_LOSSES, ids=[p[1] for p in PAPER_LOSSES])
 def test_ablation_loss_settings(folder, name, expected):
     cfg = Config.fromfile(osp.join(ABLATIONS, folder, name))
     loss_cfg = cfg.model.bbox_head.loss_cls
@@ -198,16 +203,15 @@ def test_ablation_loss_settings(folder, name, expected):
 
 def test_every_ablation_config_is_checked():
     listed = {osp.join(ABLATIONS, f, n) for f, n, _ in PAPER_LOSSES}
-    loss_configs = {p for p in ALL_CONFIGS
-                    if 'table1' in p or 'table3' in p}
+    loss_configs = {p for p in ALL_CONFIGS if 'table1' in p or 'table3' in p}
     assert loss_configs == listed
 
 
 def test_prior_configs():
-    with_prior = Config.fromfile(osp.join(
-        ABLATIONS, 'prior', 'retina_r50_fpn_600_1x_ce-prior.py'))
-    no_prior = Config.fromfile(osp.join(
-        ABLATIONS, 'prior', 'retina_r50_fpn_600_1x_ce-noprior.py'))
+    with_prior = Config.fromfile(
+        osp.join(ABLATIONS, 'prior', 'retina_r50_fpn_600_1x_ce-prior.py'))
+    no_prior = Config.fromfile(
+        osp.join(ABLATIONS, 'prior', 'retina_r50_fpn_600_1x_ce-noprior.py'))
     assert with_prior.model.bbox_head.prior_prob == 0.01
     assert no_prior.model.bbox_head.prior_prob is None
     for cfg in (with_prior, no_prior):

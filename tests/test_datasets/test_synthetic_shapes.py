@@ -11,8 +11,15 @@ from projects.focal_retina.datasets import (SHAPE_CLASSES, ShapesSpec,
                                             generate_shapes_dataset,
                                             render_image)
 
-SPEC = ShapesSpec(seed=7, num_train=3, num_val=2, img_size=80,
-                  min_objects=2, max_objects=5, min_size=8, max_size=24)
+SPEC = ShapesSpec(
+    seed=7,
+    num_train=3,
+    num_val=2,
+    img_size=80,
+    min_objects=2,
+    max_objects=5,
+    min_size=8,
+    max_size=24)
 
 
 def _files(root):
@@ -34,8 +41,10 @@ def test_same_seed_gives_identical_bytes(tmp_path):
 
 def test_other_seed_gives_other_images():
     img_a, _ = render_image(SPEC, 'train', 0)
-    img_b, _ = render_image(ShapesSpec(**{**SPEC.__dict__, 'seed': 8}),
-                            'train', 0)
+    img_b, _ = render_image(
+        ShapesSpec(**{
+            **SPEC.__dict__, 'seed': 8
+        }), 'train', 0)
     assert not np.array_equal(img_a, img_b)
     # train and val never share an image
     assert not np.array_equal(img_a, render_image(SPEC, 'val', 0)[0])
@@ -78,8 +87,7 @@ def test_reuse_and_refusal(tmp_path):
 
 
 @pytest.mark.parametrize('key,value', [('min_size', 2), ('num_val', 0),
-                                       ('max_size', 500),
-                                       ('min_objects', 9)])
+                                       ('max_size', 500), ('min_objects', 9)])
 def test_invalid_spec_names_the_key(tmp_path, key, value):
     spec = ShapesSpec(**{**SPEC.__dict__, key: value})
     with pytest.raises(ValueError, match=key):
@@ -89,8 +97,10 @@ def test_invalid_spec_names_the_key(tmp_path, key, value):
 
 def test_dataset_loads_through_mmdet(tiny_shapes):
     ds = SyntheticShapesDataset(
-        data_root=tiny_shapes, ann_file='annotations/train.json',
-        data_prefix=dict(img='train/'), pipeline=[])
+        data_root=tiny_shapes,
+        ann_file='annotations/train.json',
+        data_prefix=dict(img='train/'),
+        pipeline=[])
     assert len(ds) == 8
     info = ds[0]
     assert info['img_path'].endswith('000000.png')

@@ -16,16 +16,19 @@ def voc_config(voc100: str, work_dir: str) -> Config:
     with open(osp.join(voc100, 'annotations.json')) as f:
         classes = tuple(c['name'] for c in json.load(f)['categories'])
     dataset = dict(
-        type='CocoDataset', data_root=voc100, ann_file='annotations.json',
-        data_prefix=dict(img='images/'), metainfo=dict(classes=classes))
+        type='CocoDataset',
+        data_root=voc100,
+        ann_file='annotations.json',
+        data_prefix=dict(img='images/'),
+        metainfo=dict(classes=classes))
     for split in ('train', 'val', 'test'):
         loader = cfg[f'{split}_dataloader']
         loader.dataset.update(dataset)
         loader.update(num_workers=0, persistent_workers=False)
     cfg.train_dataloader.batch_size = 4
     for split in ('val', 'test'):
-        cfg[f'{split}_evaluator'].ann_file = osp.join(
-            voc100, 'annotations.json')
+        cfg[f'{split}_evaluator'].ann_file = osp.join(voc100,
+                                                      'annotations.json')
     cfg.model.bbox_head.num_classes = len(classes)
     cfg.model.test_cfg.score_thr = 0.0  # an untrained model scores < 0.05
     cfg.train_cfg.update(max_iters=3, val_interval=3)

@@ -11,18 +11,18 @@ import sys
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from mmdet.registry import MODELS  # noqa: E402
-from mmdet.structures import DetDataSample  # noqa: E402
-from mmdet.utils import register_all_modules  # noqa: E402
-from mmengine.config import Config  # noqa: E402
-from mmengine.optim import OptimWrapper  # noqa: E402
-from mmengine.structures import InstanceData  # noqa: E402
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+from mmengine.optim import OptimWrapper
+from mmengine.structures import InstanceData
 
-from projects.focal_retina.engine.distributed import (  # noqa: E402
+from projects.focal_retina.engine.distributed import (
     CPUAwareDistributedDataParallel, setup_cpu_distributed)
 
 # Two images with different numbers of boxes: per-process normalisers differ.
@@ -33,12 +33,16 @@ BOXES = [[[4., 6., 40., 44.]],
 def sample(index: int):
     g = torch.Generator().manual_seed(100 + index)
     img = torch.randint(0, 256, (3, 64, 64), generator=g, dtype=torch.uint8)
-    ds = DetDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64),
-                                     pad_shape=(64, 64),
-                                     scale_factor=(1., 1.), img_id=index))
+    ds = DetDataSample(
+        metainfo=dict(
+            img_shape=(64, 64),
+            ori_shape=(64, 64),
+            pad_shape=(64, 64),
+            scale_factor=(1., 1.),
+            img_id=index))
     boxes = torch.tensor(BOXES[index])
-    ds.gt_instances = InstanceData(bboxes=boxes,
-                                   labels=torch.arange(len(boxes)) % 3)
+    ds.gt_instances = InstanceData(
+        bboxes=boxes, labels=torch.arange(len(boxes)) % 3)
     return img, ds
 
 
@@ -46,7 +50,9 @@ def build_model(normalizer: str):
     cfg = Config.fromfile(
         os.path.join(ROOT, 'configs', 'demo', 'retina_r18_fpn_shapes.py'))
     cfg.model.backbone.update(
-        init_cfg=None, norm_eval=True, frozen_stages=-1,
+        init_cfg=None,
+        norm_eval=True,
+        frozen_stages=-1,
         norm_cfg=dict(type='BN', requires_grad=False))  # frozen BN
     cfg.model.bbox_head.update(num_classes=3, normalizer=normalizer)
     torch.manual_seed(0)
@@ -69,18 +75,20 @@ def main() -> None:
         model = CPUAwareDistributedDataParallel(model, device_ids=[0])
     else:
         rank, indices = 0, [0, 1]
-    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01,
-                                         momentum=0.9))
+    optim = OptimWrapper(
+        torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
     samples = [sample(i) for i in indices]
-    data = dict(inputs=[s[0] for s in samples],
-                data_samples=[s[1] for s in samples])
+    data = dict(
+        inputs=[s[0] for s in samples], data_samples=[s[1] for s in samples])
     snapshots = {}
     for step in range(1, 4):
         model.train_step(data, optim)
         if step in (1, 3):
             module = model.module if distributed else model
-            snapshots[step] = {k: v.detach().clone()
-                               for k, v in module.named_parameters()}
+            snapshots[step] = {
+                k: v.detach().clone()
+                for k, v in module.named_parameters()
+            }
     if rank == 0:
         torch.save(snapshots, out)
 

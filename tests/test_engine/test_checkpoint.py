@@ -25,11 +25,14 @@ def runner_style_checkpoint() -> dict:
     model(torch.randn(1, 3, 8, 8)).sum().backward()
     optim.step()
     return dict(
-        meta=dict(iter=5, seed=0, cfg='model = dict()',
-                  dataset_meta=dict(classes=('a', 'b'),
-                                    palette=[(1, 2, 3)]),
-                  arr=np.arange(6, dtype=np.int64).reshape(2, 3)),
-        state_dict=model.state_dict(), optimizer=optim.state_dict(),
+        meta=dict(
+            iter=5,
+            seed=0,
+            cfg='model = dict()',
+            dataset_meta=dict(classes=('a', 'b'), palette=[(1, 2, 3)]),
+            arr=np.arange(6, dtype=np.int64).reshape(2, 3)),
+        state_dict=model.state_dict(),
+        optimizer=optim.state_dict(),
         message_hub=hub.state_dict(),
         param_schedulers=[dict(milestones={60: 1}, last_epoch=5)])
 
@@ -95,8 +98,8 @@ def test_refuses_code_execution(tmp_path, payload, name):
 def test_unknown_type_names_type_and_override(tmp_path, monkeypatch):
     path = str(tmp_path / 'custom.pth')
     torch.save(dict(meta=Custom(1.0)), path)  # a class of ours
-    with pytest.raises(UntrustedCheckpointError,
-                       match=r'test_checkpoint\.Custom') as err:
+    with pytest.raises(
+            UntrustedCheckpointError, match=r'test_checkpoint\.Custom') as err:
         safe_load(path)
     assert str(path) in str(err.value)
     assert 'allow_checkpoint_globals' in str(err.value)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 pytestmark = pytest.mark.slow
-WORKER = osp.join(osp.dirname(osp.abspath(__file__)),
-                  'dist_equivalence_worker.py')
+WORKER = osp.join(
+    osp.dirname(osp.abspath(__file__)), 'dist_equivalence_worker.py')
 
 
 def free_port() -> int:
@@ -21,17 +21,22 @@ def free_port() -> int:
 
 
 def run(out: str, normalizer: str, nproc: int) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')
+    }
     env['OMP_NUM_THREADS'] = '1'
     if nproc == 1:
         cmd = [sys.executable, WORKER, out, normalizer]
     else:
-        cmd = [sys.executable, '-m', 'torch.distributed.run',
-               f'--nproc_per_node={nproc}', f'--master_port={free_port()}',
-               WORKER, out, normalizer]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                          timeout=300)
+        cmd = [
+            sys.executable, '-m', 'torch.distributed.run',
+            f'--nproc_per_node={nproc}', f'--master_port={free_port()}',
+            WORKER, out, normalizer
+        ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     return torch.load(out)
 
@@ -44,8 +49,11 @@ def max_rel_diff(a: dict, b: dict) -> float:
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('dist')
-    return {(norm, n): run(str(tmp / f'{norm}_{n}.pth'), norm, n)
-            for norm in ('global', 'per_gpu') for n in (1, 2)}
+    return {
+        (norm, n): run(str(tmp / f'{norm}_{n}.pth'), norm, n)
+        for norm in ('global', 'per_gpu')
+        for n in (1, 2)
+    }
 
 
 @pytest.mark.parametrize('step', [1, 3])

@@ -8,8 +8,10 @@ from projects.focal_retina.engine.cli import enable_amp
 
 def test_cpu_bf16_wrapper_autocasts_forward_only():
     model = torch.nn.Linear(8, 2)
-    cfg = Config(dict(optim_wrapper=dict(
-        type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))))
+    cfg = Config(
+        dict(
+            optim_wrapper=dict(
+                type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))))
     enable_amp(cfg)
     assert cfg.optim_wrapper.type == 'CPUBF16OptimWrapper'
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)

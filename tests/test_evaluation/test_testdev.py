@@ -5,15 +5,21 @@ import pytest
 
 from projects.focal_retina.evaluation import validate_submission
 
-INFO = dict(images=[dict(id=1, width=10, height=10, file_name='a.jpg'),
-                    dict(id=3, width=10, height=10, file_name='b.jpg')],
-            categories=[dict(id=1, name='person'), dict(id=90,
-                                                        name='toothbrush')])
+INFO = dict(
+    images=[
+        dict(id=1, width=10, height=10, file_name='a.jpg'),
+        dict(id=3, width=10, height=10, file_name='b.jpg')
+    ],
+    categories=[dict(id=1, name='person'),
+                dict(id=90, name='toothbrush')])
 
 
 def det(image_id=1, category_id=90, bbox=(1, 2, 3, 4), score=0.5):
-    return dict(image_id=image_id, category_id=category_id,
-                bbox=list(bbox), score=score)
+    return dict(
+        image_id=image_id,
+        category_id=category_id,
+        bbox=list(bbox),
+        score=score)
 
 
 def check(tmp_path, dets, **kwargs):
@@ -31,7 +37,9 @@ def test_valid_submission(tmp_path):
     ([det(image_id=2)], 'image_id not in'),
     ([det(category_id=0)], 'category_id is not one of the 2 ids'),
     ([det(bbox=(1, 2, -3, 4))], 'bbox'),
-    ([{**det(), 'segmentation': []}], 'exactly the keys'),
+    ([{
+        **det(), 'segmentation': []
+    }], 'exactly the keys'),
     ([], 'non-empty list'),
 ])
 def test_invalid_submission_names_the_problem(tmp_path, dets, match):

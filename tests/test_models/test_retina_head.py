@@ -17,21 +17,34 @@ IMG = dict(img_shape=(64, 64), pad_shape=(64, 64), scale_factor=(1., 1.))
 
 def head_cfg(**kwargs) -> dict:
     cfg = dict(
-        type='FocalRetinaHead', num_classes=NUM_CLASSES, in_channels=8,
-        stacked_convs=2, feat_channels=8,
-        anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4,
-                              scales_per_octave=3, ratios=[0.5, 1.0, 2.0],
-                              strides=[8, 16]),
-        bbox_coder=dict(type='DeltaXYWHBBoxCoder',
-                        target_means=[.0] * 4, target_stds=[1.0] * 4),
+        type='FocalRetinaHead',
+        num_classes=NUM_CLASSES,
+        in_channels=8,
+        stacked_convs=2,
+        feat_channels=8,
+        anchor_generator=dict(
+            type='AnchorGenerator',
+            octave_base_scale=4,
+            scales_per_octave=3,
+            ratios=[0.5, 1.0, 2.0],
+            strides=[8, 16]),
+        bbox_coder=dict(
+            type='DeltaXYWHBBoxCoder',
+            target_means=[.0] * 4,
+            target_stds=[1.0] * 4),
         loss_cls=dict(type='FocalFamilyLoss', gamma=2.0, alpha=0.25),
         loss_bbox=dict(type='SmoothL1Loss', beta=0.11, loss_weight=1.0),
         train_cfg=ConfigDict(
-            assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5,
-                          neg_iou_thr=0.4, min_pos_iou=0,
-                          ignore_iof_thr=-1),
-            sampler=dict(type='PseudoSampler'), allowed_border=-1,
-            pos_weight=-1, debug=False))
+            assigner=dict(
+                type='MaxIoUAssigner',
+                pos_iou_thr=0.5,
+                neg_iou_thr=0.4,
+                min_pos_iou=0,
+                ignore_iof_thr=-1),
+            sampler=dict(type='PseudoSampler'),
+            allowed_border=-1,
+            pos_weight=-1,
+            debug=False))
     cfg.update(kwargs)
     return cfg
 
@@ -43,8 +56,8 @@ def feats(batch: int = 1):
 
 def gt(boxes) -> InstanceData:
     boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    return InstanceData(bboxes=boxes,
-                        labels=torch.arange(len(boxes)) % NUM_CLASSES)
+    return InstanceData(
+        bboxes=boxes, labels=torch.arange(len(boxes)) % NUM_CLASSES)
 
 
 def losses_of(head, gts):
@@ -58,8 +71,7 @@ def test_prior_initialisation(prior):
     head.init_weights()
     expected = 0.0 if prior is None else -math.log((1 - prior) / prior)
     torch.testing.assert_close(head.retina_cls.bias,
-                               torch.full_like(head.retina_cls.bias,
-                                               expected))
+                               torch.full_like(head.retina_cls.bias, expected))
     if prior is not None:  # sigmoid(bias) is the prior
         assert torch.sigmoid(head.retina_cls.bias[0]).item() == \
             pytest.approx(prior)
@@ -68,9 +80,11 @@ def test_prior_initialisation(prior):
         pytest.approx(0.01, rel=0.3)
 
 
-@pytest.mark.parametrize('bad', [dict(prior_prob=0.0),
-                                 dict(prior_prob=1.5),
-                                 dict(normalizer='per_image')])
+@pytest.mark.parametrize(
+    'bad',
+    [dict(prior_prob=0.0),
+     dict(prior_prob=1.5),
+     dict(normalizer='per_image')])
 def test_invalid_settings(bad):
     with pytest.raises(ValueError, match=list(bad)[0]):
         MODELS.build(head_cfg(**bad))
@@ -81,9 +95,14 @@ def test_prior_bias_value():
 
 
 def mmdet_reference():
-    cfg = head_cfg(type='RetinaHead',
-                   loss_cls=dict(type='FocalLoss', use_sigmoid=True,
-                                 gamma=2.0, alpha=0.25, loss_weight=1.0))
+    cfg = head_cfg(
+        type='RetinaHead',
+        loss_cls=dict(
+            type='FocalLoss',
+            use_sigmoid=True,
+            gamma=2.0,
+            alpha=0.25,
+            loss_weight=1.0))
     return MODELS.build(cfg)
 
 
@@ -96,8 +115,8 @@ def test_matches_mmdet_when_every_image_has_a_box(normalizer):
     gts = [gt([[4, 4, 36, 40]]), gt([[10, 20, 60, 50], [0, 0, 20, 20]])]
     got, want = losses_of(ours, gts), losses_of(ref, gts)
     for key in ('loss_cls', 'loss_bbox'):
-        torch.testing.assert_close(sum(got[key]), sum(want[key]),
-                                   rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(
+            sum(got[key]), sum(want[key]), rtol=1e-5, atol=1e-7)
 
 
 def test_global_normaliser_differs_from_mmdet_on_empty_image():
@@ -110,7 +129,8 @@ def test_global_normaliser_differs_from_mmdet_on_empty_image():
     gts = [gt([[4, 4, 36, 40]]), gt([])]
     outs = ours(feats(2))
     anchors, valid = ours.get_anchors([f.shape[-2:] for f in outs[0]],
-                                      [IMG] * 2, device='cpu')
+                                      [IMG] * 2,
+                                      device='cpu')
     targets = ours.get_targets(anchors, valid, gts, [IMG] * 2)
     ref_targets = per_gpu.get_targets(anchors, valid, gts, [IMG] * 2)
     num_pos = sum(((lab < NUM_CLASSES) & (w > 0)).sum().item()
@@ -150,8 +170,7 @@ def test_ignore_band_and_positive_assignment():
     """IoU >= 0.5 foreground, < 0.4 background, [0.4, 0.5) ignored."""
     head = MODELS.build(head_cfg())
     box = [[8.0, 8.0, 44.0, 40.0]]
-    anchors, valid = head.get_anchors([(8, 8), (4, 4)], [IMG],
-                                     device='cpu')
+    anchors, valid = head.get_anchors([(8, 8), (4, 4)], [IMG], device='cpu')
     targets = head.get_targets(anchors, valid, [gt(box)], [IMG])
     labels = torch.cat(targets[0], dim=1)[0]
     weights = torch.cat(targets[1], dim=1)[0]

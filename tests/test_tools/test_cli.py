@@ -16,8 +16,11 @@ pytestmark = pytest.mark.slow
 
 
 def run_tool(*args, expect_rc=0):
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, *args],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == expect_rc, out[-4000:]
     return out
@@ -26,7 +29,8 @@ def run_tool(*args, expect_rc=0):
 def data_options(root: str, iters: int) -> list:
     """--cfg-options pointing the demo config at ``root`` for ``iters``."""
     opts = [
-        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+        f'train_cfg.max_iters={iters}',
+        f'train_cfg.val_interval={iters}',
         f'default_hooks.checkpoint.interval={iters}',
         'default_hooks.logger.interval=1',
         'train_dataloader.batch_size=2',
@@ -50,8 +54,8 @@ def data_options(root: str, iters: int) -> list:
 def trained(tiny_shapes, tmp_path_factory):
     """Trains the demo model for 4 iterations through tools/train.py."""
     work = str(tmp_path_factory.mktemp('train'))
-    out = run_tool('tools/train.py', DEMO, '--work-dir', work,
-                   '--cfg-options', *data_options(tiny_shapes, 4))
+    out = run_tool('tools/train.py', DEMO, '--work-dir', work, '--cfg-options',
+                   *data_options(tiny_shapes, 4))
     return work, out
 
 
@@ -97,8 +101,8 @@ def test_infer_lists_and_draws(trained, tiny_shapes, tmp_path):
 
 
 def test_amp_on_cpu_trains(tiny_shapes, tmp_path):
-    out = run_tool('tools/train.py', DEMO, '--amp', '--work-dir',
-                   str(tmp_path), '--cfg-options',
+    out = run_tool('tools/train.py', DEMO, '--amp',
+                   '--work-dir', str(tmp_path), '--cfg-options',
                    *data_options(tiny_shapes, 2), 'train_cfg.val_interval=10')
     assert 'Iter(train) [2/2]' in out
     assert osp.isfile(tmp_path / 'iter_2.pth')
@@ -109,10 +113,10 @@ def test_amp_on_cpu_trains(tiny_shapes, tmp_path):
      'does not exist'),
     (['tools/test.py', DEMO, 'missing.pth'], "checkpoint 'missing.pth' "
      'does not exist'),
-    (['tools/infer.py', DEMO, 'missing.pth', 'x.png'],
-     "checkpoint 'missing.pth' does not exist"),
-    (['tools/make_shapes.py', '--out', '/tmp/never', '--min-size', '1'],
-     'invalid min_size=1'),
+    (['tools/infer.py', DEMO, 'missing.pth', 'x.png'
+      ], "checkpoint 'missing.pth' does not exist"),
+    (['tools/make_shapes.py', '--out', '/tmp/never', '--min-size', '1'
+      ], 'invalid min_size=1'),
 ])
 def test_bad_input_gives_one_line_error(args, expected):
     out = run_tool(*args, expect_rc=2)
@@ -127,15 +131,15 @@ def test_resume_continues_identically(tiny_shapes, tmp_path):
         'randomness.deterministic=True'
     ]
     one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
-    run_tool('tools/train.py', DEMO, '--work-dir', one, '--cfg-options',
-             *opts)
-    run_tool('tools/train.py', DEMO, '--work-dir', two, '--cfg-options',
-             *opts, 'train_cfg.max_iters=2')
+    run_tool('tools/train.py', DEMO, '--work-dir', one, '--cfg-options', *opts)
+    run_tool('tools/train.py', DEMO, '--work-dir', two, '--cfg-options', *opts,
+             'train_cfg.max_iters=2')
     out = run_tool('tools/train.py', DEMO, '--work-dir', two, '--resume',
                    osp.join(two, 'iter_2.pth'), '--cfg-options', *opts)
     assert 'resumed epoch: 0, iter: 2' in out
     assert 'Iter(train) [3/4]' in out and 'Iter(train) [1/4]' not in out
     import torch
+
     from projects.focal_retina.engine import safe_load
     a, b = (safe_load(osp.join(d, 'iter_4.pth')) for d in (one, two))
     assert a['meta']['iter'] == b['meta']['iter'] == 4
@@ -145,9 +149,9 @@ def test_resume_continues_identically(tiny_shapes, tmp_path):
     for pid, state in a['optimizer']['state'].items():
         assert state.keys() == b['optimizer']['state'][pid].keys()
         for name, value in state.items():  # AdamW: step, exp_avg(_sq)
-            assert torch.equal(torch.as_tensor(value),
-                               torch.as_tensor(
-                                   b['optimizer']['state'][pid][name]))
+            assert torch.equal(
+                torch.as_tensor(value),
+                torch.as_tensor(b['optimizer']['state'][pid][name]))
     assert a['optimizer']['param_groups'][0]['lr'] == \
         b['optimizer']['param_groups'][0]['lr']
 
@@ -160,18 +164,19 @@ def test_test_dev_submission(trained, tiny_shapes, tmp_path):
     with open(osp.join(tiny_shapes, 'annotations', 'val.json')) as f:
         info = json.load(f)
     info.pop('annotations')
-    with open(root / 'annotations' / 'image_info_test-dev2017.json',
-              'w') as f:
+    with open(root / 'annotations' / 'image_info_test-dev2017.json', 'w') as f:
         json.dump(info, f)
     os.symlink(osp.join(tiny_shapes, 'val'), root / 'test2017')
     work, _ = trained
     out_dir = tmp_path / 'work'
-    opts = [o for o in data_options(tiny_shapes, 4)
-            if not o.startswith('test_dataloader.dataset.data_root')]
-    out = run_tool('tools/test.py', DEMO, osp.join(work, 'iter_4.pth'),
-                   '--test-dev', 'tiny-retina', '--work-dir', str(out_dir),
-                   '--cfg-options', *opts,
-                   f'test_dataloader.dataset.data_root={root}')
+    opts = [
+        o for o in data_options(tiny_shapes, 4)
+        if not o.startswith('test_dataloader.dataset.data_root')
+    ]
+    out = run_tool('tools/test.py', DEMO, osp.join(work,
+                                                   'iter_4.pth'), '--test-dev',
+                   'tiny-retina', '--work-dir', str(out_dir), '--cfg-options',
+                   *opts, f'test_dataloader.dataset.data_root={root}')
     result = out_dir / 'detections_test-dev2017_tiny-retina_results.json'
     assert 'validated' in out
     with open(result) as f:
@@ -184,6 +189,11 @@ def test_test_dev_submission(trained, tiny_shapes, tmp_path):
     assert all(len(d['bbox']) == 4 and 0 <= d['score'] <= 1 for d in dets)
     with zipfile.ZipFile(str(result)[:-5] + '.zip') as zf:
         assert zf.namelist() == [result.name]
-    bad = run_tool('tools/test.py', DEMO, osp.join(work, 'iter_4.pth'),
-                   '--test-dev', 'bad_name', expect_rc=2)
+    bad = run_tool(
+        'tools/test.py',
+        DEMO,
+        osp.join(work, 'iter_4.pth'),
+        '--test-dev',
+        'bad_name',
+        expect_rc=2)
     assert "--test-dev 'bad_name'" in bad

@@ -49,6 +49,7 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 
 val_evaluator = dict(
-    type='CocoMetric', ann_file=data_root + 'annotations/val.json',
+    type='CocoMetric',
+    ann_file=data_root + 'annotations/val.json',
     metric='bbox')
 test_evaluator = val_evaluator

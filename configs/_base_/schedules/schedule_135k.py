@@ -5,9 +5,16 @@ max_iters = 135000
 train_cfg = dict(max_iters=max_iters)
 param_scheduler = [
     dict(
-        type='LinearLR', start_factor=1.0 / 3, by_epoch=False, begin=0,
+        type='LinearLR',
+        start_factor=1.0 / 3,
+        by_epoch=False,
+        begin=0,
         end=500),
     dict(
-        type='MultiStepLR', begin=0, end=max_iters, by_epoch=False,
-        milestones=[90000, 120000], gamma=0.1)
+        type='MultiStepLR',
+        begin=0,
+        end=max_iters,
+        by_epoch=False,
+        milestones=[90000, 120000],
+        gamma=0.1)
 ]

@@ -9,11 +9,18 @@ test_cfg = dict(type='TestLoop')
 
 param_scheduler = [
     dict(
-        type='LinearLR', start_factor=1.0 / 3, by_epoch=False, begin=0,
+        type='LinearLR',
+        start_factor=1.0 / 3,
+        by_epoch=False,
+        begin=0,
         end=500),
     dict(
-        type='MultiStepLR', begin=0, end=max_iters, by_epoch=False,
-        milestones=[60000, 80000], gamma=0.1)
+        type='MultiStepLR',
+        begin=0,
+        end=max_iters,
+        by_epoch=False,
+        milestones=[60000, 80000],
+        gamma=0.1)
 ]
 
 optim_wrapper = dict(

@@ -34,8 +34,7 @@ class SyntheticShapesDataset(CocoDataset):
 
     METAINFO = {
         'classes': SHAPE_CLASSES,
-        'palette': [(220, 20, 60), (0, 130, 255), (0, 170, 0),
-                    (250, 170, 30)],
+        'palette': [(220, 20, 60), (0, 130, 255), (0, 170, 0), (250, 170, 30)],
     }
 
 
@@ -115,10 +114,10 @@ def _draw_shape(img: np.ndarray, label: int, box: Tuple[int, int, int, int],
         cv2.fillPoly(img, [pts.astype(np.int32)], color, cv2.LINE_AA)
     else:  # cross: two bars of a third of the side
         w, h = x1 - x0, y1 - y0
-        cv2.rectangle(img, (x0 + w // 3, y0), (x0 + 2 * w // 3, y1 - 1),
-                      color, -1)
-        cv2.rectangle(img, (x0, y0 + h // 3), (x1 - 1, y0 + 2 * h // 3),
-                      color, -1)
+        cv2.rectangle(img, (x0 + w // 3, y0), (x0 + 2 * w // 3, y1 - 1), color,
+                      -1)
+        cv2.rectangle(img, (x0, y0 + h // 3), (x1 - 1, y0 + 2 * h // 3), color,
+                      -1)
 
 
 def _overlap(box: np.ndarray, boxes: List[np.ndarray]) -> float:
@@ -178,23 +177,30 @@ def _coco_json(spec: ShapesSpec, split: str, out_dir: str) -> Dict:
         file_name = f'{index:06d}.png'
         cv2.imwrite(osp.join(out_dir, file_name), img)
         images.append(
-            dict(id=index + 1, file_name=file_name, width=spec.img_size,
-                 height=spec.img_size))
+            dict(
+                id=index + 1,
+                file_name=file_name,
+                width=spec.img_size,
+                height=spec.img_size))
         for obj in objects:
             x, y, w, h = obj['bbox']
             annotations.append(
-                dict(id=len(annotations) + 1, image_id=index + 1,
-                     category_id=obj['label'] + 1, bbox=[x, y, w, h],
-                     area=w * h, iscrowd=0))
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=index + 1,
+                    category_id=obj['label'] + 1,
+                    bbox=[x, y, w, h],
+                    area=w * h,
+                    iscrowd=0))
     categories = [
         dict(id=i + 1, name=name, supercategory='shape')
         for i, name in enumerate(SHAPE_CLASSES)
     ]
-    return dict(images=images, annotations=annotations,
-                categories=categories)
+    return dict(images=images, annotations=annotations, categories=categories)
 
 
-def generate_shapes_dataset(root: str, spec: ShapesSpec = ShapesSpec(),
+def generate_shapes_dataset(root: str,
+                            spec: ShapesSpec = ShapesSpec(),
                             force: bool = False) -> bool:
     """Writes the dataset under ``root`` unless it is already there.
 
@@ -233,8 +239,7 @@ def generate_shapes_dataset(root: str, spec: ShapesSpec = ShapesSpec(),
         for split in SPLITS:
             os.makedirs(osp.join(tmp, split))
             coco = _coco_json(spec, split, osp.join(tmp, split))
-            with open(osp.join(tmp, 'annotations', f'{split}.json'),
-                      'w') as f:
+            with open(osp.join(tmp, 'annotations', f'{split}.json'), 'w') as f:
                 json.dump(coco, f, sort_keys=True)
         with open(osp.join(tmp, 'meta.json'), 'w') as f:
             json.dump(asdict(spec), f, sort_keys=True, indent=1)

@@ -1,7 +1,6 @@
 from .checkpoint import (RestrictedUnpickler, UntrustedCheckpointError,
                          allow_checkpoint_globals, safe_load)
-from .distributed import (CPUAwareDistributedDataParallel,
-                          setup_cpu_distributed)
+from .distributed import CPUAwareDistributedDataParallel, setup_cpu_distributed
 from .optim_wrapper import CPUBF16OptimWrapper
 
 __all__ = [

@@ -149,16 +149,19 @@ def safe_load(filename: str,
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename} does not exist')
     if os.environ.get(TRUST_ENV) == '1':
-        return torch.load(filename, map_location=map_location,
-                          weights_only=False)
-    return torch.load(filename, map_location=map_location,
-                      weights_only=False,
-                      pickle_module=_pickle_module(filename))
+        return torch.load(
+            filename, map_location=map_location, weights_only=False)
+    return torch.load(
+        filename,
+        map_location=map_location,
+        weights_only=False,
+        pickle_module=_pickle_module(filename))
 
 
 def _register() -> Callable:
-    return CheckpointLoader.register_scheme(prefixes='', force=True)(
-        lambda filename, map_location: safe_load(filename, map_location))
+    return CheckpointLoader.register_scheme(
+        prefixes='', force=True)(
+            lambda filename, map_location: safe_load(filename, map_location))
 
 
 _register()

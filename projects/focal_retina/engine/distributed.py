@@ -75,7 +75,8 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
             wrapper, type='CPUAwareDistributedDataParallel')
     if not dist.is_initialized():
         dist.init_process_group(
-            backend='gloo', rank=int(os.environ['RANK']),
+            backend='gloo',
+            rank=int(os.environ['RANK']),
             world_size=int(os.environ['WORLD_SIZE']),
             timeout=timedelta(minutes=30))
     return True

@@ -21,7 +21,8 @@ from mmengine.logging import print_log
 from pycocotools.coco import COCO
 
 
-def validate_submission(result_file: str, image_info_file: str,
+def validate_submission(result_file: str,
+                        image_info_file: str,
                         max_per_img: int = 100) -> int:
     """Checks a detection results file against a COCO image-info file.
 
@@ -80,8 +81,12 @@ class CocoTestDevSubmission(CocoMetric):
         **kwargs: Passed to mmdet's :class:`CocoMetric`.
     """
 
-    def __init__(self, ann_file: str, out_dir: str, name: str,
-                 max_per_img: int = 100, **kwargs) -> None:
+    def __init__(self,
+                 ann_file: str,
+                 out_dir: str,
+                 name: str,
+                 max_per_img: int = 100,
+                 **kwargs) -> None:
         if not re.fullmatch(r'[A-Za-z0-9-]+', name):
             raise ValueError(f'test-dev name {name!r}: expected letters, '
                              'digits and "-" only (the server parses the '
@@ -94,8 +99,11 @@ class CocoTestDevSubmission(CocoMetric):
         self.max_per_img = max_per_img
         os.makedirs(out_dir, exist_ok=True)
         super().__init__(
-            ann_file=ann_file, metric='bbox', format_only=True,
-            outfile_prefix=osp.join(out_dir, f'.{name}'), **kwargs)
+            ann_file=ann_file,
+            metric='bbox',
+            format_only=True,
+            outfile_prefix=osp.join(out_dir, f'.{name}'),
+            **kwargs)
 
     def compute_metrics(self, results: List) -> Dict[str, float]:
         super().compute_metrics(results)  # writes <prefix>.bbox.json

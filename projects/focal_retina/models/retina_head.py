@@ -94,17 +94,25 @@ class FocalRetinaHead(RetinaHead):
         # mmdet sizes the classifier from the loss *config* (use_sigmoid
         # defaults to False there, i.e. K + 1 softmax outputs); RetinaNet
         # is a sigmoid classifier, so default it to True.
-        loss_cls = dict(kwargs.get('loss_cls') or
-                        dict(type='FocalFamilyLoss', gamma=2.0, alpha=0.25))
+        loss_cls = dict(
+            kwargs.get('loss_cls')
+            or dict(type='FocalFamilyLoss', gamma=2.0, alpha=0.25))
         loss_cls.setdefault('use_sigmoid', True)
         kwargs['loss_cls'] = loss_cls
         # All new convs N(0, 0.01) with bias 0; the last cls conv's bias
         # carries the prior (Sec. 4.1, "Initialization").
         kwargs.setdefault(
             'init_cfg',
-            dict(type='Normal', layer='Conv2d', std=0.01, bias=0.0,
-                 override=dict(type='Normal', name='retina_cls', std=0.01,
-                               bias=prior_bias(prior_prob))))
+            dict(
+                type='Normal',
+                layer='Conv2d',
+                std=0.01,
+                bias=0.0,
+                override=dict(
+                    type='Normal',
+                    name='retina_cls',
+                    std=0.01,
+                    bias=prior_bias(prior_prob))))
         super().__init__(num_classes, in_channels, **kwargs)
 
     def get_targets(self, *args, **kwargs) -> Tuple:
@@ -120,9 +128,9 @@ class FocalRetinaHead(RetinaHead):
             return targets
         labels_list: List[Tensor] = targets[0]
         label_weights_list: List[Tensor] = targets[1]
-        num_pos = sum(((labels >= 0) & (labels < self.num_classes) &
-                       (weights > 0)).sum()
-                      for labels, weights in zip(labels_list,
-                                                 label_weights_list))
+        num_pos = sum(
+            ((labels >= 0) & (labels < self.num_classes)
+             & (weights > 0)).sum()
+            for labels, weights in zip(labels_list, label_weights_list))
         num_pos = torch.as_tensor(num_pos, device=labels_list[0].device)
         return (*targets[:4], global_num_pos(num_pos))

@@ -1,0 +1,368 @@
+"""Tests of the fused focal-loss family (paper sec. 3, appendix A and B).
+
+Expected values come from the paper, from ``math`` evaluated per element or
+from mmdet's own (autograd) implementation, never from the code under test.
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from projects.focal_retina.losses.focal_loss import (FocalFamilyLoss,
+                                                     focal_family_loss)
+
+K = 5
+
+
+def _sample(n=40, k=K, dtype=torch.float64, scale=3.0, seed=0):
+    """Logits, labels (~1/3 positives), per-anchor weights with ignores."""
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.randn(n, k, generator=g, dtype=dtype) * scale
+    labels = torch.randint(0, k + 1, (n, ), generator=g)
+    labels[torch.rand(n, generator=g) < 0.5] = k  # background
+    weight = torch.rand(n, generator=g, dtype=dtype) + 0.5
+    weight[:n // 8] = 0  # ignored anchors
+    return pred, labels, weight
+
+
+def _math_terms(x, label, col, gamma, alpha, star, beta):
+    """Loss and d loss / dx of one element by eq. 3-11, with ``math``."""
+    y = 1.0 if label == col else -1.0
+    xt = y * x  # eq. 6
+    a_t = 1.0 if alpha is None else (alpha if y > 0 else 1 - alpha)
+    if star:
+        ps = 1 / (1 + math.exp(-(gamma * xt + beta)))  # eq. 7
+        return -math.log(ps) / gamma * a_t, y * (ps - 1) * a_t  # eq. 8, 11
+    pt = 1 / (1 + math.exp(-xt))
+    loss = -(1 - pt)**gamma * math.log(pt)  # eq. 4 (eq. 3 if gamma = 0)
+    grad = y * (1 - pt)**gamma * (gamma * pt * math.log(pt) + pt - 1)
+    return loss * a_t, grad * a_t  # eq. 5, eq. 10 (eq. 9 if gamma = 0)
+
+
+def _mmdet_loss(pred,
+                labels,
+                weight,
+                gamma,
+                alpha,
+                reduction,
+                avg_factor,
+                loss_weight=1.0):
+    """mmdet's CPU path: one-hot target, then py_sigmoid_focal_loss."""
+    from mmdet.models.losses.focal_loss import py_sigmoid_focal_loss
+    target = F.one_hot(labels, num_classes=pred.size(1) + 1)[:, :-1]
+    return loss_weight * py_sigmoid_focal_loss(
+        pred,
+        target,
+        weight,
+        gamma=gamma,
+        alpha=alpha,
+        reduction=reduction,
+        avg_factor=avg_factor)
+
+
+def test_paper_modulating_factor_points():
+    """Sec. 3.2: gamma=2, p_t=0.9 -> 100x, p_t~0.968 -> 1000x below CE."""
+    for pt, ratio in [(0.9, 100.0), (1 - 0.001**0.5, 1000.0), (0.5, 4.0)]:
+        x = math.log(pt / (1 - pt))
+        # One positive (x_t = x) and one negative (x_t = -(-x)) element.
+        pred = torch.tensor([[x], [-x]], dtype=torch.float64)
+        labels = torch.tensor([0, 1])
+        fl = focal_family_loss(pred, labels, alpha=None, reduction='none')
+        ce = focal_family_loss(
+            pred, labels, gamma=0, alpha=None, reduction='none')
+        torch.testing.assert_close(ce / fl, torch.full_like(ce, ratio))
+        torch.testing.assert_close(ce, torch.full_like(ce, -math.log(pt)))
+    # p_t = 0.968 as printed in the paper: 1 / 0.032^2 = 977, "~1000x".
+    pred = torch.tensor([[math.log(0.968 / 0.032)]], dtype=torch.float64)
+    labels = torch.zeros(1, dtype=torch.long)
+    ce = focal_family_loss(pred, labels, gamma=0, alpha=None)
+    fl = focal_family_loss(pred, labels, alpha=None)
+    assert (ce / fl).item() == pytest.approx(1 / 0.032**2)
+
+
+@pytest.mark.parametrize('alpha', [0.25, 0.5, None])
+def test_gamma0_is_balanced_ce(alpha):
+    """gamma=0 is alpha-balanced CE (eq. 3) = torch's BCE-with-logits."""
+    pred, labels, weight = _sample()
+    onehot = (labels[:, None] == torch.arange(K)).double()
+    a_t = 1.0 if alpha is None else alpha * onehot + (1 - alpha) * (1 - onehot)
+    expected = F.binary_cross_entropy_with_logits(
+        pred, onehot, reduction='none') * a_t * weight[:, None]
+    out = focal_family_loss(
+        pred, labels, weight, gamma=0, alpha=alpha, reduction='none')
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize('star,gamma,beta,alpha', [(True, 2.0, 1.0, None),
+                                                   (True, 4.0, 0.0, None),
+                                                   (True, 2.0, 1.0, 0.25),
+                                                   (False, 2.0, 0.0, 0.25),
+                                                   (False, 0.5, 0.0, None),
+                                                   (False, 0.0, 0.0, 0.25),
+                                                   (False, 1.0, 0.0, 0.75)])
+def test_value_and_grad_match_equations(star, gamma, beta, alpha):
+    """Loss (eq. 3-8) and gradient (eq. 9-11) element by element."""
+    pred, labels, weight = _sample(n=12, scale=4.0)
+    pred.requires_grad_()
+    out = focal_family_loss(
+        pred,
+        labels,
+        weight,
+        gamma=gamma,
+        alpha=alpha,
+        star=star,
+        star_beta=beta,
+        reduction='none')
+    (grad, ) = torch.autograd.grad(out.sum(), pred)
+    for i in range(pred.size(0)):
+        for j in range(K):
+            loss, dx = _math_terms(pred[i, j].item(), labels[i].item(), j,
+                                   gamma, alpha, star, beta)
+            w = weight[i].item()
+            assert out[i, j].item() == pytest.approx(
+                loss * w, rel=1e-10, abs=1e-14)
+            assert grad[i, j].item() == pytest.approx(
+                dx * w, rel=1e-9, abs=1e-14)
+
+
+@pytest.mark.parametrize('gamma,alpha', [(2.0, 0.25), (0.0, 0.25), (0.5, 0.75),
+                                         (1.0, 0.5), (3.0, 0.0), (2.0, 1.0)])
+@pytest.mark.parametrize('reduction,avg_factor',
+                         [('none', None), ('sum', None), ('mean', None),
+                          ('mean', 7.0), ('none', 7.0)])
+@pytest.mark.parametrize('weight_kind', [None, 'anchor', 'element', 'flat'])
+def test_equals_mmdet_py_sigmoid_focal_loss(gamma, alpha, reduction,
+                                            avg_factor, weight_kind):
+    pred, labels, weight = _sample()
+    if weight_kind in ('element', 'flat'):
+        weight = torch.rand(pred.shape, dtype=pred.dtype) * weight[:, None]
+        if weight_kind == 'flat':
+            weight = weight.flatten()
+    elif weight_kind is None:
+        weight = None
+    ours_in = pred.clone().requires_grad_()
+    ref_in = pred.clone().requires_grad_()
+    ours = focal_family_loss(
+        ours_in,
+        labels,
+        weight,
+        gamma=gamma,
+        alpha=alpha,
+        reduction=reduction,
+        avg_factor=avg_factor,
+        loss_weight=1.5,
+        chunk_size=7)
+    ref = _mmdet_loss(
+        ref_in,
+        labels,
+        weight,
+        gamma,
+        alpha,
+        reduction,
+        avg_factor,
+        loss_weight=1.5)
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-12)
+    go = torch.rand_like(ref)
+    torch.testing.assert_close(
+        torch.autograd.grad(ours, ours_in, go)[0],
+        torch.autograd.grad(ref, ref_in, go)[0],
+        rtol=1e-6,
+        atol=1e-12)
+
+
+@pytest.mark.parametrize('all_background', [False, True])
+def test_equals_mmdet_focal_loss_module(all_background):
+    """Through mmdet's FocalLoss module (its CPU path) with an avg_factor
+    and ignored anchors, as AnchorHead.loss_by_feat_single calls it."""
+    from mmdet.models.losses import FocalLoss
+    pred, labels, weight = _sample(n=300, k=20, seed=1)
+    if all_background:
+        labels.fill_(20)
+    cfg = dict(use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=2.0)
+    ours_in = pred.clone().requires_grad_()
+    ref_in = pred.clone().requires_grad_()
+    ours = FocalFamilyLoss(**cfg)(ours_in, labels, weight, avg_factor=11.0)
+    ref = FocalLoss(**cfg)(ref_in, labels, weight, avg_factor=11.0)
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=0)
+    ours.backward()
+    ref.backward()
+    torch.testing.assert_close(
+        ours_in.grad, ref_in.grad, rtol=1e-6, atol=1e-15)
+    for red in ('none', 'sum'):
+        torch.testing.assert_close(
+            FocalFamilyLoss(
+                **cfg)(pred, labels, weight, reduction_override=red),
+            FocalLoss(**cfg)(pred, labels, weight, reduction_override=red),
+            rtol=1e-6,
+            atol=1e-15)
+
+
+@pytest.mark.parametrize('star,gamma,beta,alpha', [(False, 2.0, 0.0, 0.25),
+                                                   (False, 0.0, 0.0, 0.25),
+                                                   (False, 0.5, 0.0, None),
+                                                   (False, 3.0, 0.0, 0.9),
+                                                   (True, 2.0, 1.0, None),
+                                                   (True, 4.0, 0.0, 0.25)])
+@pytest.mark.parametrize('reduction,avg_factor',
+                         [('none', None), ('mean', 3.0), ('mean', None),
+                          ('sum', None)])
+def test_gradcheck(star, gamma, beta, alpha, reduction, avg_factor):
+    pred, labels, weight = _sample(n=9, k=3, scale=2.0)
+    pred.requires_grad_()
+
+    def fn(x):
+        return focal_family_loss(
+            x,
+            labels,
+            weight,
+            gamma=gamma,
+            alpha=alpha,
+            star=star,
+            star_beta=beta,
+            reduction=reduction,
+            avg_factor=avg_factor,
+            chunk_size=4)
+
+    assert torch.autograd.gradcheck(fn, (pred, ))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('star,gamma', [(False, 2.0), (False, 0.0),
+                                        (False, 0.5), (True, 2.0)])
+def test_extreme_logits_are_finite_and_right(dtype, star, gamma):
+    big = [100.0, -100.0, 1e4, -1e4]
+    pred = torch.tensor([big, big], dtype=dtype).repeat(1, 2)
+    labels = torch.tensor([0, 8])  # row 0: column 0 positive
+    pred.requires_grad_()
+    out = focal_family_loss(
+        pred,
+        labels,
+        gamma=gamma,
+        alpha=None,
+        star=star,
+        star_beta=1.0,
+        reduction='none')
+    (grad, ) = torch.autograd.grad(out.sum(), pred)
+    assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+    # Badly wrong elements: loss ~ |x| (|x| - beta / gamma for FL*) and
+    # slope -y; confident right ones: ~0 loss and slope.
+    x = pred.detach().double()
+    y = -torch.ones_like(x)
+    y[0, 0] = 1
+    wrong = (y * x) < 0
+    slope = torch.where(wrong, -y, torch.zeros_like(y))
+    expected = torch.where(wrong, x.abs(), torch.zeros_like(x))
+    if star:  # the beta shift: softplus(|x| gamma - beta) / gamma
+        expected = torch.where(wrong, expected - 1.0 / gamma, expected)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad.double(), slope, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_half_inputs_close_to_float32(dtype):
+    pred, labels, weight = _sample(n=500, k=20, dtype=torch.float32)
+    half = pred.to(dtype).requires_grad_()
+    ref_in = half.detach().float().requires_grad_()
+    out = focal_family_loss(half, labels, weight, avg_factor=30.0)
+    ref = focal_family_loss(ref_in, labels, weight, avg_factor=30.0)
+    assert out.dtype == torch.float32  # reduced in float32
+    out.backward()
+    ref.backward()
+    assert half.grad.dtype == dtype
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=0)
+    tol = 1e-2 if dtype == torch.bfloat16 else 1e-3
+    torch.testing.assert_close(
+        half.grad.float(), ref_in.grad, rtol=tol, atol=1e-6)
+    none = focal_family_loss(half, labels, weight, reduction='none')
+    assert none.dtype == dtype and none.shape == pred.shape
+    # CPU bf16 autocast (the project's CPU --amp) leaves the loss in fp32.
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        auto = focal_family_loss(ref_in, labels, weight, avg_factor=30.0)
+    torch.testing.assert_close(auto, ref, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
+def test_empty_input(reduction):
+    pred = torch.zeros(0, K, requires_grad=True)
+    labels = torch.zeros(0, dtype=torch.long)
+    out = focal_family_loss(pred, labels, torch.zeros(0), reduction=reduction)
+    if reduction == 'none':
+        assert out.shape == (0, K)
+        out = out.sum()
+    assert out.item() == 0
+    out.backward()
+    assert pred.grad.shape == (0, K)
+    assert focal_family_loss(pred, labels, avg_factor=0.0).item() == 0
+
+
+def test_chunking_retain_graph_and_grad_output():
+    """Chunk size does not change anything; a second backward through a
+    retained graph (gradient recomputed) and grad_output scaling work."""
+    pred, labels, weight = _sample(n=101, k=7)
+    results = []
+    for chunk in (1, 13, 1000, None):
+        x = pred.clone().requires_grad_()
+        loss = focal_family_loss(
+            x, labels, weight, avg_factor=5.0, chunk_size=chunk)
+        (loss * 3).backward(retain_graph=True)
+        first = x.grad.clone()
+        loss.backward()
+        torch.testing.assert_close(x.grad, first * 4 / 3)
+        results.append((loss.detach(), first))
+    for loss, grad in results[1:]:
+        torch.testing.assert_close(loss, results[0][0], rtol=1e-14, atol=0)
+        torch.testing.assert_close(grad, results[0][1], rtol=1e-14, atol=0)
+
+
+def test_no_grad_and_non_contiguous():
+    pred, labels, weight = _sample(n=30)
+    expected = focal_family_loss(pred, labels, weight, reduction='none')
+    x = pred.t().contiguous().t().requires_grad_()  # column-major
+    with torch.no_grad():
+        out = focal_family_loss(x, labels, weight, reduction='none')
+    assert not out.requires_grad
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(gamma=-1.0),
+    dict(gamma=float('nan')),
+    dict(alpha=1.5),
+    dict(alpha=-0.1),
+    dict(star=True, gamma=0.0),
+    dict(reduction='avg'),
+    dict(use_sigmoid=False),
+    dict(chunk_size=0)
+])
+def test_invalid_hyper_parameters(kwargs):
+    name = next(iter(kwargs))
+    if name == 'star':
+        name = 'gamma'
+    with pytest.raises(ValueError, match=name):
+        FocalFamilyLoss(**kwargs)
+
+
+def test_invalid_inputs():
+    pred, labels, _ = _sample(n=6)
+    with pytest.raises(ValueError, match='labels must be in'):
+        focal_family_loss(pred, labels + K + 1)
+    with pytest.raises(ValueError, match='labels must be in'):
+        focal_family_loss(pred, labels - K - 1)
+    with pytest.raises(ValueError, match='integer labels'):
+        focal_family_loss(pred, labels.double())
+    with pytest.raises(ValueError, match='avg_factor'):
+        focal_family_loss(pred, labels, reduction='sum', avg_factor=2.0)
+    with pytest.raises(ValueError, match='weight'):
+        focal_family_loss(pred, labels, torch.ones(5))
+
+
+def test_registered_and_buildable():
+    from mmdet.registry import MODELS
+    loss = MODELS.build(dict(type='FocalFamilyLoss'))
+    assert isinstance(loss, FocalFamilyLoss) and loss.use_sigmoid
+    assert (loss.gamma, loss.alpha, loss.star) == (2.0, 0.25, False)
+    star = MODELS.build(
+        dict(type='FocalFamilyLoss', star=True, gamma=4.0, alpha=None))
+    assert star.star and star.alpha is None
+    assert 'star=True' in repr(star)
