@@ -2,6 +2,7 @@
 the real VOC photos of ../shared/data/voc100."""
 import os
 import os.path as osp
+import socket
 import sys
 
 import pytest
@@ -24,6 +25,13 @@ TINY_SHAPES = ShapesSpec(
     min_size=10,
     max_size=30,
     clutter=3)
+
+
+def free_port() -> int:
+    """A free TCP port on localhost for a torchrun rendezvous."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope='session')

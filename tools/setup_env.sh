@@ -5,7 +5,9 @@
 #
 # Environment variables:
 #   FOCAL_RETINA_VENV   virtualenv path            (default: <repo>/.venv)
-#   FOCAL_RETINA_TORCH  pip spec for torch when none is installed
+#   FOCAL_RETINA_TORCH  pip spec for torch when none is installed (a torch
+#                       importable by PYTHON is kept: the virtualenv then
+#                       sees the interpreter's site-packages)
 #                       (default: torch==2.13.0, the local CPU wheel here;
 #                       GPU users: e.g. 'torch==2.5.1 --index-url
 #                       https://download.pytorch.org/whl/cu124')
@@ -14,7 +16,7 @@
 # A second run only checks the install (a few seconds). The built mmcv wheel is
 # kept in <repo>/.cache/wheels, keyed by torch version and CPU/CUDA, so a new
 # virtualenv reuses it instead of compiling again (~9 minutes on 2 cores).
-set -euo pipefail
+set -eEuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${FOCAL_RETINA_VENV:-$ROOT/.venv}
@@ -55,7 +57,14 @@ fi
 step 'create virtualenv' \
     "install python3 with venv support (Debian: apt-get install python3-venv)"
 if [ ! -x "$PY" ]; then
-    "${PYTHON:-python3}" -m venv "$VENV"
+    # An interpreter that already has torch (e.g. a CUDA image) lends it to
+    # the virtualenv instead of a second, possibly CPU-only, install.
+    if "${PYTHON:-python3}" -c 'import torch' 2>/dev/null; then
+        log 'keeping the interpreter'"'"'s torch (--system-site-packages)'
+        "${PYTHON:-python3}" -m venv --system-site-packages "$VENV"
+    else
+        "${PYTHON:-python3}" -m venv "$VENV"
+    fi
 fi
 
 step 'install build tools (setuptools>=77,<81, wheel, ninja)' \

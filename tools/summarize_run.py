@@ -29,7 +29,11 @@ def last_val_metrics(work_dir: str) -> dict:
             if 'coco/bbox_mAP' in record:
                 metrics = record
     if not metrics:
-        fail(f'{files[-1]} holds no coco/bbox_mAP: the run did not validate')
+        fail(f'{files[-1]} holds no coco/bbox_mAP: either the run did not '
+             'validate, or the model output no detection above '
+             'model.test_cfg.score_thr (mmdet\'s CocoMetric then logs "The '
+             'testing results of the whole dataset is empty" and returns no '
+             'metrics); train longer or lower the threshold')
     return metrics
 
 

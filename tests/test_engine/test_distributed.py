@@ -2,22 +2,17 @@
 global normaliser; mmdet's per-GPU normaliser does not agree."""
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from tests.conftest import free_port
+
 pytestmark = pytest.mark.slow
 WORKER = osp.join(
     osp.dirname(osp.abspath(__file__)), 'dist_equivalence_worker.py')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def run(out: str, normalizer: str, nproc: int) -> dict:

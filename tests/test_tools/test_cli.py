@@ -9,7 +9,7 @@ import sys
 import cv2
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 DEMO = 'configs/demo/retina_r18_fpn_shapes.py'
 pytestmark = pytest.mark.slow
@@ -197,3 +197,72 @@ def test_test_dev_submission(trained, tiny_shapes, tmp_path):
         'bad_name',
         expect_rc=2)
     assert "--test-dev 'bad_name'" in bad
+
+
+def run_script(*args, env_extra=None):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')
+    }
+    env.update(env_extra or {}, PYTHON=sys.executable, OMP_NUM_THREADS='1')
+    proc = subprocess.run(['bash', *args],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=600,
+                          env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def test_dist_train_and_test_on_cpu(trained, tiny_shapes, tmp_path):
+    """dist_train.sh / dist_test.sh with 2 gloo processes (torchrun)."""
+    out = run_script(
+        'tools/dist_train.sh',
+        DEMO,
+        '2',
+        '--work-dir',
+        str(tmp_path),
+        '--auto-scale-lr',
+        '--cfg-options',
+        *data_options(tiny_shapes, 2),
+        'auto_scale_lr.base_batch_size=16',
+        env_extra=dict(PORT=str(free_port())))
+    assert "dist_cfg=dict(backend='gloo')" in out
+    assert "type='CPUAwareDistributedDataParallel'" in out
+    # 2 processes x 2 images = 4 of the base batch of 16
+    assert 'Scaling the original LR by 0.25' in out
+    assert 'Iter(train) [2/2]' in out and 'coco/bbox_mAP_50' in out
+    assert osp.isfile(tmp_path / 'iter_2.pth')
+    work, _ = trained
+    out = run_script(
+        'tools/dist_test.sh',
+        DEMO,
+        osp.join(work, 'iter_4.pth'),
+        '2',
+        '--work-dir',
+        str(tmp_path / 'test'),
+        '--cfg-options',
+        *data_options(tiny_shapes, 4),
+        env_extra=dict(PORT=str(free_port())))
+    assert 'Average Precision  (AP) @[ IoU=0.50:0.95' in out
+
+
+def test_dist_launcher_outside_torchrun_is_a_clear_error(tiny_shapes):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+    }
+    proc = subprocess.run(
+        [sys.executable, 'tools/train.py', DEMO, '--launcher', 'pytorch'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env)
+    assert proc.returncode == 2
+    assert 'needs RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT' in proc.stderr
+    assert 'Traceback' not in proc.stderr
