@@ -37,7 +37,10 @@ def run(out: str, normalizer: str, nproc: int) -> dict:
 
 
 def max_rel_diff(a: dict, b: dict) -> float:
-    return max(((a[k] - b[k]).norm() / b[k].norm().clamp(min=1e-12)).item()
+    """Largest ||a - b|| / ||b|| over the parameter tensors; the norm is
+    floored at 1e-6 so that biases still at ~0 (norm ~1e-8) do not turn
+    float32 rounding into a large ratio."""
+    return max(((a[k] - b[k]).norm() / b[k].norm().clamp(min=1e-6)).item()
                for k in a)
 
 
