@@ -16,7 +16,8 @@ from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from projects.focal_retina.engine.cli import check_file, fail, load_config
+from projects.focal_retina.engine.cli import (check_file, fail, load_config,
+                                              set_work_dir)
 from projects.focal_retina.engine.distributed import setup_cpu_distributed
 
 
@@ -83,11 +84,7 @@ def main() -> None:
         setup_cpu_distributed(cfg, args.launcher)
     except RuntimeError as exc:
         fail(str(exc))
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    set_work_dir(cfg, args.work_dir, args.config)
     cfg.load_from = args.checkpoint
     if args.test_dev:
         use_test_dev(cfg, args.test_dev)

@@ -16,7 +16,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from projects.focal_retina.engine.cli import (check_file, enable_amp, fail,
-                                              load_config)
+                                              load_config, set_work_dir)
 from projects.focal_retina.engine.distributed import setup_cpu_distributed
 
 
@@ -63,11 +63,7 @@ def main() -> None:
         setup_cpu_distributed(cfg, args.launcher)
     except RuntimeError as exc:
         fail(str(exc))
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    set_work_dir(cfg, args.work_dir, args.config)
     if args.amp:
         enable_amp(cfg)
     if args.auto_scale_lr:

@@ -1,4 +1,5 @@
 """--amp on CPU: bfloat16 autocast around the forward."""
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
@@ -14,6 +15,9 @@ def test_cpu_bf16_wrapper_autocasts_forward_only():
                 type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))))
     enable_amp(cfg)
     assert cfg.optim_wrapper.type == 'CPUBF16OptimWrapper'
+    unknown = Config(dict(optim_wrapper=dict(type='MyWrapper')))
+    with pytest.raises(SystemExit):  # one-line error naming the type
+        enable_amp(unknown)
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     x = torch.randn(4, 8)
     with wrapper.optim_context(model):
@@ -30,3 +34,6 @@ def test_enable_amp_keeps_existing_amp_and_refuses_unknown():
     cfg = Config(dict(optim_wrapper=dict(type='CPUBF16OptimWrapper')))
     enable_amp(cfg)
     assert cfg.optim_wrapper.type == 'CPUBF16OptimWrapper'
+    unknown = Config(dict(optim_wrapper=dict(type='MyWrapper')))
+    with pytest.raises(SystemExit):  # a one-line error naming the type
+        enable_amp(unknown)

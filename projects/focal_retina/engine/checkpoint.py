@@ -22,7 +22,7 @@ import os
 import os.path as osp
 import pickle
 import types
-from typing import Any, Callable, Dict, Iterable, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
@@ -49,7 +49,6 @@ _EXTRA_GLOBALS: Set[Tuple[str, str]] = {
     ('builtins', 'slice'),
     ('builtins', 'complex'),
     ('builtins', 'bytearray'),
-    ('builtins', 'getattr'),  # answered by _guarded_getattr below
 }
 # numpy scalar dtypes, e.g. numpy.float64 stored by the message hub.
 _EXTRA_GLOBALS |= {('numpy.dtypes', f'{k}DType')
@@ -158,10 +157,5 @@ def safe_load(filename: str,
         pickle_module=_pickle_module(filename))
 
 
-def _register() -> Callable:
-    return CheckpointLoader.register_scheme(
-        prefixes='', force=True)(
-            lambda filename, map_location: safe_load(filename, map_location))
-
-
-_register()
+# Replace mmengine's loader of local paths (same signature).
+CheckpointLoader.register_scheme(prefixes='', force=True)(safe_load)

@@ -34,6 +34,16 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     return cfg
 
 
+def set_work_dir(cfg: Config, work_dir: Optional[str],
+                 config_path: str) -> None:
+    """``--work-dir``, else the config's, else work_dirs/<config name>."""
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config_path))[0])
+
+
 def check_file(path: Optional[str], what: str) -> None:
     """Fails with a clear message unless ``path`` is an existing file."""
     if path is not None and not osp.isfile(path):
