@@ -1,10 +1,10 @@
-from .checkpoint import (RestrictedUnpickler, UntrustedCheckpointError,
-                         allow_checkpoint_globals, safe_load)
+from .checkpoint import (UntrustedCheckpointError, allow_checkpoint_globals,
+                         safe_load)
 from .distributed import CPUAwareDistributedDataParallel, setup_cpu_distributed
 from .optim_wrapper import CPUBF16OptimWrapper
 
 __all__ = [
     'CPUAwareDistributedDataParallel', 'CPUBF16OptimWrapper',
-    'RestrictedUnpickler', 'UntrustedCheckpointError',
+    'UntrustedCheckpointError',
     'allow_checkpoint_globals', 'safe_load', 'setup_cpu_distributed'
 ]
