@@ -1,9 +1,12 @@
-"""FocalRetinaHead: prior init, the paper's normaliser, and equality with
-mmdet's RetinaHead + FocalLoss (an independent implementation)."""
+"""FocalRetinaHead: prior init, the paper's normaliser, one classification
+loss call over all levels, and equality with mmdet's RetinaHead + FocalLoss
+(an independent implementation)."""
 import math
+import warnings
 
 import pytest
 import torch
+from mmdet.models.task_modules.samplers import SamplingResult
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_overlaps
 from mmengine.config import ConfigDict
@@ -185,3 +188,159 @@ def test_ignore_band_and_positive_assignment():
     assert (labels[iou < 0.4] == NUM_CLASSES).sum() == \
         (iou < 0.4).sum() - int(iou[best] < 0.4)
     assert (weights[iou < 0.4] == 1).all()
+
+
+def test_loss_matches_mmdet_per_gpu_with_gradients():
+    """Per-GPU normaliser: the single call over all levels gives mmdet's
+    per-level sum, loss and logit gradients, also with an empty image and
+    ignored anchors."""
+    ours = MODELS.build(head_cfg(normalizer='per_gpu'))
+    ours.init_weights()
+    ref = mmdet_reference()
+    ref.load_state_dict(ours.state_dict())
+    gts = [gt([[8, 8, 44, 40], [30, 30, 31, 31]]), gt([])]
+    results = []
+    for head in (ours, ref):
+        cls_scores, bbox_preds = head(feats(2))
+        for t in (*cls_scores, *bbox_preds):
+            t.retain_grad()
+        losses = head.loss_by_feat(cls_scores, bbox_preds, gts, [IMG] * 2)
+        (sum(losses['loss_cls']) + sum(losses['loss_bbox'])).backward()
+        results.append((losses, [t.grad for t in (*cls_scores, *bbox_preds)]))
+    (got, got_grads), (want, want_grads) = results
+    assert len(got['loss_cls']) == 1 and len(want['loss_cls']) == 2
+    for key in ('loss_cls', 'loss_bbox'):
+        torch.testing.assert_close(
+            sum(got[key]), sum(want[key]), rtol=1e-5, atol=1e-7)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-9)
+
+
+class _SpyLoss(torch.nn.Module):
+    """Records its calls; sums the logits of non-ignored rows."""
+
+    def __init__(self, needs_num_images):
+        super().__init__()
+        self.use_sigmoid = True
+        self.needs_num_images = needs_num_images
+        self.calls = []
+
+    def forward(self, cls, labels, weights, avg_factor=None, **extra):
+        self.calls.append((cls, labels, weights, avg_factor, extra))
+        return (cls.sum(1) * weights).sum() / avg_factor
+
+
+@pytest.mark.parametrize('needs_num_images', [False, True])
+def test_classification_loss_called_once_image_major(needs_num_images):
+    head = MODELS.build(head_cfg())
+    head.init_weights()
+    head.loss_cls = _SpyLoss(needs_num_images)
+    gts = [gt([[4, 4, 36, 40]]), gt([[10, 20, 60, 50], [0, 0, 20, 20]])]
+    cls_scores, bbox_preds = head(feats(2))
+    head.loss_by_feat(cls_scores, bbox_preds, gts, [IMG] * 2)
+    assert len(head.loss_cls.calls) == 1
+    cls, labels, weights, avg_factor, extra = head.loss_cls.calls[0]
+    assert extra == ({'num_images': 2} if needs_num_images else {})
+    num_anchors = (8 * 8 + 4 * 4) * 9
+    assert cls.shape == (2 * num_anchors, NUM_CLASSES)
+    assert labels.shape == weights.shape == (2 * num_anchors, )
+    # image-major: rows of image i are its levels in mmdet's (H, W, A)
+    # order, built here independently of the head's code
+    anchors, valid = head.get_anchors([(8, 8), (4, 4)], [IMG] * 2,
+                                      device='cpu')
+    targets = head.get_targets(anchors, valid, gts, [IMG] * 2)
+    for i in range(2):
+        rows = slice(i * num_anchors, (i + 1) * num_anchors)
+        want = torch.cat([
+            s[i].reshape(9, NUM_CLASSES,
+                         *s.shape[-2:]).permute(2, 3, 0,
+                                                1).reshape(-1, NUM_CLASSES)
+            for s in cls_scores
+        ])
+        torch.testing.assert_close(cls[rows], want)
+        torch.testing.assert_close(labels[rows],
+                                   torch.cat([t[i] for t in targets[0]]))
+        torch.testing.assert_close(weights[rows],
+                                   torch.cat([t[i] for t in targets[1]]))
+    assert float(avg_factor) == float(targets[4])
+    assert (labels < NUM_CLASSES).sum() == float(targets[4])
+
+
+def test_get_targets_passes_mmdet_extra_returns_through():
+    """mmdet appends sampling results (and user-added returns) after
+    avg_factor; the global normaliser must not drop them."""
+    head = MODELS.build(head_cfg())
+    gts = [gt([[8, 8, 44, 40]]), gt([])]
+    anchors, valid = head.get_anchors([(8, 8), (4, 4)], [IMG] * 2,
+                                      device='cpu')
+    targets = head.get_targets(
+        anchors, valid, gts, [IMG] * 2, return_sampling_results=True)
+    assert len(targets) == 6
+    results = targets[5]
+    assert len(results) == 2
+    assert all(isinstance(r, SamplingResult) for r in results)
+    num_pos = sum(len(r.pos_inds) for r in results)
+    assert num_pos > 0 and float(targets[4]) == num_pos
+
+
+@pytest.mark.parametrize('init_cfg', [
+    dict(type='Normal', layer='Conv2d', std=0.01),
+    [dict(type='Normal', layer='Conv2d', std=0.01)],
+    dict(type='Xavier', layer='Conv2d'),
+    None,
+])
+@pytest.mark.parametrize('prior', [0.01, 0.3, None])
+def test_explicit_init_cfg_keeps_the_prior(init_cfg, prior):
+    """An init_cfg without an override for retina_cls used to leave its
+    bias at the init_cfg's value (0): the prior was lost silently."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # nothing to warn about here
+        head = MODELS.build(head_cfg(init_cfg=init_cfg, prior_prob=prior))
+    head.init_weights()
+    expected = 0.0 if prior is None else -math.log((1 - prior) / prior)
+    torch.testing.assert_close(head.retina_cls.bias,
+                               torch.full_like(head.retina_cls.bias, expected))
+
+
+@pytest.mark.parametrize('override', [
+    dict(type='Normal', name='retina_cls', std=0.01, bias_prob=0.2),
+    dict(type='Normal', name='retina_cls', std=0.01, bias=-1.0),
+])
+def test_conflicting_init_cfg_bias_warns_and_prior_wins(override):
+    init_cfg = dict(type='Normal', layer='Conv2d', std=0.01, override=override)
+    with pytest.warns(UserWarning, match='prior_prob'):
+        head = MODELS.build(head_cfg(init_cfg=init_cfg, prior_prob=0.01))
+    head.init_weights()
+    torch.testing.assert_close(
+        head.retina_cls.bias,
+        torch.full_like(head.retina_cls.bias, -math.log(99)))
+
+
+def test_matching_init_cfg_bias_does_not_warn():
+    """mmdet's own RetinaHead init_cfg (bias_prob=0.01) agrees."""
+    init_cfg = dict(
+        type='Normal',
+        layer='Conv2d',
+        std=0.01,
+        override=dict(
+            type='Normal', name='retina_cls', std=0.01, bias_prob=0.01))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        head = MODELS.build(head_cfg(init_cfg=init_cfg))
+    head.init_weights()
+    assert torch.sigmoid(head.retina_cls.bias).mean().item() == \
+        pytest.approx(0.01)
+
+
+def test_pretrained_init_cfg_is_left_to_the_checkpoint(tmp_path):
+    donor = MODELS.build(head_cfg())
+    donor.init_weights()
+    with torch.no_grad():
+        donor.retina_cls.bias.fill_(0.5)
+    path = str(tmp_path / 'head.pth')
+    torch.save({'state_dict': donor.state_dict()}, path)
+    head = MODELS.build(
+        head_cfg(init_cfg=dict(type='Pretrained', checkpoint=path)))
+    head.init_weights()
+    torch.testing.assert_close(head.retina_cls.bias,
+                               torch.full_like(head.retina_cls.bias, 0.5))
