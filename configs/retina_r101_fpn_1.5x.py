@@ -1,6 +1,7 @@
 # Table 2: RetinaNet-101-800 with scale jitter (640-800) and the 1.5x schedule.
 _base_ = [
-    '_base_/models/retinanet_r50_fpn.py', '_base_/datasets/coco_detection.py',
+    '_base_/models/retinanet_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
     '_base_/schedules/schedule_135k.py', '_base_/default_runtime.py'
 ]
 

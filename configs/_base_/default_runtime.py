@@ -1,31 +1,9 @@
-# Runtime shared by every config: registers our components, iteration-based
-# logging and checkpoints (the paper's schedules are counted in iterations).
+# mmdet's runtime, plus our components and iteration-based logging and
+# checkpoints (the paper's schedules are counted in iterations, Sec. 4.1).
+_base_ = 'mmdet::_base_/default_runtime.py'
+
 custom_imports = dict(
     imports=['projects.focal_retina'], allow_failed_imports=False)
-default_scope = 'mmdet'
-
 default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(
-        type='CheckpointHook',
-        by_epoch=False,
-        interval=10000,
-        max_keep_ckpts=3),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='DetVisualizationHook'))
-
-env_cfg = dict(
-    cudnn_benchmark=False,
-    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl'))
-
-vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(
-    type='DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
-log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)
-
-log_level = 'INFO'
-load_from = None
-resume = False
+    checkpoint=dict(by_epoch=False, interval=10000, max_keep_ckpts=3))
+log_processor = dict(by_epoch=False)

@@ -1,0 +1,8 @@
+# Table 1e: R-101 at 700 px, train and test; paper 37.1 AP, 154 ms
+# (test-dev, M40).
+_base_ = './retina_r50_fpn_700_1x.py'
+
+model = dict(
+    backbone=dict(
+        depth=101,
+        init_cfg=dict(checkpoint='torchvision://resnet101')))

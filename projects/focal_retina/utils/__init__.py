@@ -1,0 +1,1 @@
+"""Project utilities that register nothing (imported explicitly)."""
