@@ -1,3 +1,4 @@
+from .dr_loss import DRLoss, dr_loss
 from .focal_loss import FocalFamilyLoss, focal_family_loss
 
-__all__ = ['FocalFamilyLoss', 'focal_family_loss']
+__all__ = ['DRLoss', 'FocalFamilyLoss', 'dr_loss', 'focal_family_loss']
