@@ -1,6 +1,9 @@
 # The paper's schedule (Sec. 4.1): SGD on 16 images per iteration, 90k
 # iterations, lr 0.01 divided by 10 at 60k and 80k, momentum 0.9, weight
 # decay 1e-4; Detectron's linear warm-up over 500 iterations from lr / 3.
+# Warm-up and steps are fractions of the run (2/3 and 8/9 of 90k), resolved
+# against train_cfg.max_iters when training starts, so changing max_iters
+# (or --iters) rescales the whole schedule.
 max_iters = 90000
 train_cfg = dict(
     type='IterBasedTrainLoop', max_iters=max_iters, val_interval=10000)
@@ -9,18 +12,15 @@ test_cfg = dict(type='TestLoop')
 
 param_scheduler = [
     dict(
-        type='LinearLR',
+        type='BudgetLinearLR',
         start_factor=1.0 / 3,
-        by_epoch=False,
-        begin=0,
-        end=500),
+        warmup_fraction=500 / 90000,
+        by_epoch=False),
     dict(
-        type='MultiStepLR',
-        begin=0,
-        end=max_iters,
-        by_epoch=False,
-        milestones=[60000, 80000],
-        gamma=0.1)
+        type='BudgetMultiStepLR',
+        milestone_fractions=[60000 / 90000, 80000 / 90000],
+        gamma=0.1,
+        by_epoch=False)
 ]
 
 optim_wrapper = dict(

@@ -42,8 +42,9 @@ import os.path as osp
 import pickle
 from contextlib import contextmanager
 from tempfile import TemporaryDirectory
-from typing import IO, Any, Callable, Dict, Iterable, Iterator, List
-from typing import Optional, Tuple, Union
+from typing import (IO, Any, Callable, Dict, Iterable, Iterator, List,
+                    Optional, Tuple, Union)
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -135,6 +136,7 @@ def _numpy_globals() -> List[Any]:
 def _safe_globals() -> List[Any]:
     """Everything beyond torch's allow-list one checkpoint load may use."""
     import _codecs
+
     from mmengine.config.config import ConfigDict
     return _numpy_globals() + [
         (_codecs.encode, '_codecs.encode'),  # numpy's raw bytes, as text
@@ -242,7 +244,6 @@ def safe_load(filename: Union[str, IO[bytes]],
 def _download(url: str, model_dir: Optional[str] = None) -> str:
     """Downloads ``url`` into torch's hub cache once (as mmengine does)."""
     from torch.hub import _get_torch_home, download_url_to_file
-    from urllib.parse import urlparse
     model_dir = model_dir or osp.join(_get_torch_home(), 'checkpoints')
     os.makedirs(model_dir, exist_ok=True)
     cached = osp.join(model_dir, osp.basename(urlparse(url).path))

@@ -126,13 +126,17 @@ def _ohem(sampler: Dict[str, Any]) -> Dict[str, str]:
 
 def _schedule(cfg: Config) -> Dict[str, str]:
     steps: Optional[list] = None
+    iters = cfg.train_cfg.get('max_iters')
     for sched in cfg.get('param_scheduler') or []:
         if sched['type'] == 'MultiStepLR':
             steps = sched['milestones']
+        elif sched['type'] == 'BudgetMultiStepLR':
+            # the iterations the Runner resolves for this run's max_iters
+            steps = [round(f * iters) for f in sched['milestone_fractions']]
     per_gpu = cfg.train_dataloader.batch_size
     batch = cfg.get('auto_scale_lr', {}).get('base_batch_size', per_gpu)
     return dict(
-        iters=_fmt(cfg.train_cfg.get('max_iters')),
+        iters=_fmt(iters),
         lr=_fmt(float(cfg.optim_wrapper.optimizer.lr)),
         lr_steps=_fmt(steps),
         batch=_fmt(batch))
