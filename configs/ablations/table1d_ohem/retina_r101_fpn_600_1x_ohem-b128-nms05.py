@@ -1,0 +1,4 @@
+# Table 1d: OHEM, batch size 128, nms 0.5; paper AP 32.8.
+_base_ = './_base_/retina_r101_fpn_600_1x_ohem.py'
+
+model = dict(train_cfg=dict(sampler=dict(batch_size=128, nms_iou=0.5)))

@@ -1,0 +1,4 @@
+# Table 1d: OHEM, batch size 256, nms 0.5; paper AP 31.0.
+_base_ = './_base_/retina_r101_fpn_600_1x_ohem.py'
+
+model = dict(train_cfg=dict(sampler=dict(batch_size=256, nms_iou=0.5)))

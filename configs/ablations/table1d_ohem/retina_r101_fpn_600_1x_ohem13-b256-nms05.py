@@ -1,0 +1,6 @@
+# Table 1d: OHEM 1:3, batch size 256, nms 0.5; paper AP 28.3.
+_base_ = './_base_/retina_r101_fpn_600_1x_ohem.py'
+
+model = dict(
+    train_cfg=dict(
+        sampler=dict(batch_size=256, nms_iou=0.5, pos_fraction=0.25)))
