@@ -192,6 +192,16 @@ def test_gradcheck(grouping, chunk_size):
             chunk_size=chunk_size)
 
     assert torch.autograd.gradcheck(fn, (pred, ))
+    # lambda- = 1e-3 < 1/700: the exact-maximum shift (float64)
+    assert torch.autograd.gradcheck(
+        lambda x: dr_loss(
+            x / 30,
+            labels,
+            weight,
+            neg_lambda=1e-3,
+            grouping=grouping,
+            num_images=3,
+            chunk_size=chunk_size), (pred, ))
     toy = _toy()[0].requires_grad_()
     assert torch.autograd.gradcheck(
         lambda x: dr_loss(x, *_toy()[1:], grouping=grouping, num_images=2),
