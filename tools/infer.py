@@ -1,49 +1,97 @@
-"""Runs a trained detector on images, lists and draws its detections.
+"""Runs a trained detector on images or videos, lists and draws its detections.
 
-    python tools/infer.py CONFIG CHECKPOINT IMG [IMG ...] [--score-thr 0.5]
-        [--out-dir DIR] [--grid detections.png]
+    python tools/infer.py CONFIG CHECKPOINT INPUT [INPUT ...] [--score-thr 0.5]
+        [--classes person chair] [--out-dir DIR] [--detections FILE]
+        [--grid detections.png] [--max-frames N] [--device cpu]
 
-Built on mmdet's DetInferencer: every image with its boxes drawn goes to
-``DIR/vis/``, its predictions to ``DIR/preds/``; ``--grid`` also tiles the
-drawn images into one picture.
+An INPUT is an image, a folder (its images and videos, in name order; other
+files are skipped with a note), a glob in quotes (``'photos/**/*.jpg'``), a
+video file, or a camera index (``0``). For every image the detections
+scoring at least ``--score-thr`` (of the ``--classes`` given, if any) are
+printed, best first, and drawn into ``DIR/vis/<name>``; the model's raw
+output goes to ``DIR/preds/<stem>.json``. A video or camera stream is run
+frame by frame into an annotated ``DIR/vis/<stem>.mp4`` (camera: until
+``--max-frames`` or Ctrl-C). Every kept detection (file, frame, class,
+score, box x1 y1 x2 y2 in pixels of the input) is written to one file,
+``DIR/detections.json`` by default, CSV if ``--detections`` ends in .csv.
+``--grid`` also tiles the drawn images into one picture.
+
+An image or video that cannot be read is named and the others go on; the
+exit status is 0 when every input was read, 1 when some could not be, 2 on
+a usage error.
+
+Built on mmdet's DetInferencer (model, test pipeline, visualizer). Unlike
+its ``__call__`` on a list of paths, each image is decoded here and run on
+its own, so one unreadable file is reported instead of stopping the run,
+and the class filter is applied before drawing. Videos are read and written
+with OpenCV as mmdet's ``demo/video_demo.py`` does (``mp4v``), frames
+converted to RGB for the visualizer.
 """
 import argparse
+import csv
+import glob
+import json
 import math
 import os
 import os.path as osp
 import sys
+from typing import List, Optional, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import cv2
 import numpy as np
-from mmengine.logging import print_log
+from mmengine.config import DictAction
+from mmengine.utils import ProgressBar
 
 from projects.focal_retina.engine.cli import check_file, fail, load_config
+
+# mmdet's DetInferencer IMG_EXTENSIONS; videos as OpenCV reads them.
+IMG_EXT = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff',
+           '.webp')
+VIDEO_EXT = ('.mp4', '.avi', '.mov', '.mkv', '.m4v', '.mpg', '.mpeg', '.wmv',
+             '.webm')
+Source = Tuple[str, object]  # ('image' | 'video' | 'camera', path | index)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('inputs', nargs='+', help='image files or folders')
+    parser.add_argument(
+        'inputs',
+        nargs='+',
+        help='images, folders, quoted globs, videos or a camera index')
     parser.add_argument(
         '--score-thr',
         type=float,
         default=0.5,
         help='keep detections scoring at least this')
     parser.add_argument(
+        '--classes', nargs='+', help='keep only these class names')
+    parser.add_argument(
         '--out-dir',
         default='outputs',
         help='where drawn images and predictions go')
+    parser.add_argument(
+        '--detections',
+        help='the list of every kept detection, .json or .csv '
+        '(default: OUT_DIR/detections.json)')
     parser.add_argument(
         '--grid',
         help='also write the drawn images tiled '
         'into this one image file')
     parser.add_argument(
+        '--max-frames', type=int, help='stop a video or camera after N')
+    parser.add_argument(
         '--device',
         default=None,
         help="e.g. 'cpu' or 'cuda:0' (default: best)")
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, e.g. model.test_cfg.score_thr=0.3')
     return parser.parse_args()
 
 
@@ -59,49 +107,256 @@ def tile(images: list, cols: int) -> np.ndarray:
     return grid
 
 
+def classify(path: str, listed: bool) -> Optional[Source]:
+    """An input file as a source; None (with a note) for a listed file
+    that is neither an image nor a video. A named file of another
+    extension is tried as an image."""
+    ext = osp.splitext(path)[1].lower()
+    if ext in VIDEO_EXT:
+        return ('video', path)
+    if ext in IMG_EXT or not listed:
+        return ('image', path)
+    print(f'skipped {path}: not an image or video')
+    return None
+
+
+def expand(inputs: List[str]) -> List[Source]:
+    """Images, videos and cameras of the inputs, in order."""
+    sources = []
+    for p in inputs:
+        if osp.isdir(p):
+            listed = [osp.join(p, f) for f in sorted(os.listdir(p))]
+        elif osp.isfile(p):
+            sources.append(classify(p, listed=False))
+            continue
+        elif p.isdigit():
+            sources.append(('camera', int(p)))
+            continue
+        elif glob.has_magic(p):
+            listed = sorted(glob.glob(p, recursive=True))
+            if not listed:
+                fail(f'input {p!r} matches no file')
+        else:
+            fail(f'input {p!r} does not exist')
+        for f in listed:
+            if osp.isdir(f):
+                print(f'skipped {f}: a folder (folders are not searched)')
+            else:
+                sources.append(classify(f, listed=True))
+    return [s for s in sources if s is not None]
+
+
+class Detector:
+    """DetInferencer, a score/class filter and the drawing of its boxes."""
+
+    def __init__(self, args, cfg) -> None:
+        from mmdet.apis import DetInferencer
+        self.inferencer = DetInferencer(
+            model=cfg,
+            weights=args.checkpoint,
+            device=args.device,
+            show_progress=False)
+        self.classes = list(self.inferencer.model.dataset_meta['classes'])
+        self.thr = args.score_thr
+        self.keep_labels = None
+        if args.classes:
+            unknown = [c for c in args.classes if c not in self.classes]
+            if unknown:
+                fail(f'--classes {unknown}: not classes of this model '
+                     f'(it has {self.classes})')
+            self.keep_labels = [self.classes.index(c) for c in args.classes]
+
+    def __call__(self, bgr: np.ndarray):
+        """(raw DetDataSample, kept pred_instances sorted by score)."""
+        import torch
+        sample = self.inferencer(
+            bgr, return_datasamples=True, no_save_vis=True,
+            no_save_pred=True)['predictions'][0]
+        inst = sample.pred_instances
+        keep = inst.scores >= self.thr
+        if self.keep_labels is not None:
+            keep &= torch.isin(
+                inst.labels,
+                torch.tensor(self.keep_labels).to(inst.labels.device))
+        kept = inst[keep]
+        return sample, kept[kept.scores.argsort(descending=True)]
+
+    def draw(self,
+             rgb: np.ndarray,
+             sample,
+             kept,
+             out_file: Optional[str] = None) -> np.ndarray:
+        """The RGB image with the kept boxes (saved to ``out_file``)."""
+        shown = sample.clone()
+        shown.pred_instances = kept
+        vis = self.inferencer.visualizer
+        # Already filtered; mmdet draws scores > thr, so -1 keeps all.
+        vis.add_datasample(
+            'image',
+            rgb,
+            shown,
+            draw_gt=False,
+            pred_score_thr=-1.0,
+            out_file=out_file)
+        return vis.get_image()
+
+    def records(self, kept, file: str, frame: Optional[int]) -> List[dict]:
+        return [
+            dict(
+                file=file,
+                frame=frame,
+                **{'class': self.classes[int(lab)]},
+                score=float(s),
+                bbox=[float(v) for v in box]) for s, lab, box in zip(
+                    kept.scores.cpu(), kept.labels.cpu(), kept.bboxes.cpu())
+        ]
+
+
+def unique_name(path: str, used: set) -> str:
+    """The file's name, prefixed with its folder if already used."""
+    name = osp.basename(path)
+    if name in used:
+        name = f'{osp.basename(osp.dirname(osp.abspath(path)))}_{name}'
+    base, n = name, 1
+    while name in used:
+        stem, ext = osp.splitext(base)
+        name, n = f'{stem}_{n}{ext}', n + 1
+    used.add(name)
+    return name
+
+
+def run_image(det: Detector, path: str, name: str, out_dir: str):
+    """Returns (records, drawn RGB image), or None when unreadable."""
+    import mmcv
+    try:
+        bgr = mmcv.imread(path)
+    except Exception:  # mmcv raises on some corrupt files
+        bgr = None
+    if bgr is None:
+        return None
+    sample, kept = det(bgr)
+    os.makedirs(osp.join(out_dir, 'preds'), exist_ok=True)
+    with open(
+            osp.join(out_dir, 'preds',
+                     osp.splitext(name)[0] + '.json'), 'w') as f:
+        json.dump(det.inferencer.pred2dict(sample), f)
+    drawn = det.draw(bgr[..., ::-1], sample, kept,
+                     osp.join(out_dir, 'vis', name))
+    print(f'{path}: {len(kept)} detections >= {det.thr}')
+    for rec in det.records(kept, path, None):
+        print(f'  {rec["class"]:<12} {rec["score"]:.3f}  '
+              f'[{", ".join(f"{v:.1f}" for v in rec["bbox"])}]')
+    return det.records(kept, path, None), drawn
+
+
+def run_video(det: Detector, src, name: str, out_dir: str,
+              max_frames: Optional[int]) -> Optional[List[dict]]:
+    """Frame by frame into an annotated video; None when unreadable."""
+    cap = cv2.VideoCapture(src)
+    label = f'camera {src}' if isinstance(src, int) else src
+    if not cap.isOpened():
+        cap.release()
+        return None
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = fps if fps and fps > 0 and math.isfinite(fps) else 25.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    if max_frames is not None:
+        total = min(total, max_frames) if total > 0 else max_frames
+    out = osp.join(out_dir, 'vis', osp.splitext(name)[0] + '.mp4')
+    writer, records, frame = None, [], 0
+    progress = ProgressBar(max(total, 0))
+    try:
+        while max_frames is None or frame < max_frames:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            sample, kept = det(bgr)
+            records += det.records(kept, label, frame)
+            drawn = det.draw(
+                np.ascontiguousarray(bgr[..., ::-1]), sample, kept)
+            if writer is None:
+                os.makedirs(osp.dirname(out), exist_ok=True)
+                writer = cv2.VideoWriter(out, cv2.VideoWriter_fourcc(*'mp4v'),
+                                         fps, drawn.shape[1::-1])
+            writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            frame += 1
+            progress.update()
+    except KeyboardInterrupt:
+        print(f'\n{label}: stopped')
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if frame == 0:
+        return None
+    print(f'\n{label}: {frame} frames, {len(records)} detections >= '
+          f'{det.thr} drawn into {out}')
+    return records
+
+
+def write_detections(path: str, records: List[dict]) -> None:
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w', newline='') as f:
+        if path.lower().endswith('.csv'):
+            w = csv.writer(f)
+            w.writerow(
+                ['file', 'frame', 'class', 'score', 'x1', 'y1', 'x2', 'y2'])
+            for r in records:
+                w.writerow([
+                    r['file'], '' if r['frame'] is None else r['frame'],
+                    r['class'], r['score'], *r['bbox']
+                ])
+        else:
+            json.dump(records, f, indent=1)
+    print(f'{len(records)} detections listed in {path}')
+
+
 def main() -> None:
     args = parse_args()
     check_file(args.checkpoint, 'checkpoint')
-    for path in args.inputs:
-        if not osp.exists(path):
-            fail(f'input {path!r} does not exist')
     if not 0 <= args.score_thr <= 1:
         fail(f'--score-thr {args.score_thr}: expected a value in [0, 1]')
-    cfg = load_config(args.config)
-    from mmdet.apis import DetInferencer
-    inferencer = DetInferencer(
-        model=cfg,
-        weights=args.checkpoint,
-        device=args.device,
-        show_progress=False)
-    classes = inferencer.model.dataset_meta['classes']
-    inputs = [
-        osp.join(p, f) for p in args.inputs if osp.isdir(p)
-        for f in sorted(os.listdir(p))
-    ] + [p for p in args.inputs if not osp.isdir(p)]
-    result = inferencer(
-        inputs,
-        out_dir=args.out_dir,
-        pred_score_thr=args.score_thr,
-        no_save_pred=False,
-        return_vis=args.grid is not None)
-    for path, pred in zip(inputs, result['predictions']):
-        kept = [(s, lab, box) for s, lab, box in zip(
-            pred['scores'], pred['labels'], pred['bboxes'])
-                if s >= args.score_thr]
-        print_log(
-            f'{path}: {len(kept)} detections >= {args.score_thr}',
-            logger='current')
-        for score, label, box in kept:
-            print_log(
-                f'  {classes[label]:<12} {score:.3f}  '
-                f'[{", ".join(f"{v:.1f}" for v in box)}]',
-                logger='current')
-    if args.grid:
-        grid = tile(result['visualization'], cols=min(len(inputs), 2))
+    if args.max_frames is not None and args.max_frames < 1:
+        fail(f'--max-frames {args.max_frames}: expected at least 1')
+    detections = args.detections or osp.join(args.out_dir, 'detections.json')
+    if osp.splitext(detections)[1].lower() not in ('.json', '.csv'):
+        fail(f'--detections {detections!r}: expected a .json or .csv file')
+    sources = expand(args.inputs)
+    cfg = load_config(args.config, args.cfg_options)
+    det = Detector(args, cfg)
+    model_thr = cfg.model.get('test_cfg', {}).get('score_thr')
+    if model_thr is not None and args.score_thr < model_thr:
+        print(f'note: the model drops scores below its test_cfg.score_thr='
+              f'{model_thr} (set it with --cfg-options)')
+    records, drawn, failed, used = [], [], [], set()
+    for kind, src in sources:
+        if kind == 'image':
+            out = run_image(det, src, unique_name(src, used), args.out_dir)
+            if out is not None:
+                records += out[0]
+                if args.grid:
+                    drawn.append(out[1])
+        else:
+            name = f'camera{src}' if kind == 'camera' else src
+            out = run_video(det, src, unique_name(name, used), args.out_dir,
+                            args.max_frames)
+            if out is not None:
+                records += out
+        if out is None:
+            failed.append(src)
+            print(f'FAILED {src}: cannot read this {kind}')
+    write_detections(detections, records)
+    if args.grid and drawn:
+        grid = tile(drawn, cols=min(len(drawn), 2))
         os.makedirs(osp.dirname(osp.abspath(args.grid)), exist_ok=True)
         cv2.imwrite(args.grid, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-        print_log(f'detections drawn into {args.grid}', logger='current')
+        print(f'detections drawn into {args.grid}')
+    if failed:
+        print(
+            f'{len(failed)} of {len(sources)} inputs could not be read: '
+            f'{", ".join(map(str, failed))}',
+            file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == '__main__':
