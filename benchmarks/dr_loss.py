@@ -9,13 +9,15 @@ Forward + backward of the RetinaNet classification loss on the input of
   mmcv's ``sigmoid_focal_loss`` op);
 * ``DRLoss`` with ``grouping='per_batch'`` and ``'per_image'``.
 
-Time: median of ``--repeats`` runs after a warm-up. Peak extra memory: on
-CPU the profiler's allocation events of one forward + backward replayed in
-time order (exact, deterministic; includes the N x K float32 gradient); on
-CUDA ``max_memory_allocated`` above the starting level.
+Time: median of ``--repeats`` runs after a warm-up, the cases taking turns
+within each repeat. Peak extra memory: on CPU the profiler's allocation
+events of one forward + backward replayed in time order (exact,
+deterministic; includes the N x K float32 gradient); on CUDA
+``max_memory_allocated`` above the starting level.
 
 Usage: python benchmarks/dr_loss.py [--repeats 5] [--device cpu|cuda]
-       [--quick]   (one small image, one repeat: a smoke test of the script)
+       [--threads N] [--quick]
+--quick: one small image and one repeat, a smoke test of the script.
 """
 import argparse
 import os
@@ -68,18 +70,23 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_case(impl, inputs, images, repeats, device) -> tuple:
-    """(median ms, loss value) over ``repeats`` runs after a warm-up."""
-    loss_fn = make_loss(impl)
-    value = step(loss_fn, *inputs, images)
-    times = []
+def time_cases(inputs, images, repeats, device) -> dict:
+    """{impl: (median ms, loss value)}. The cases take turns within each
+    repeat, so that load from other processes hits them alike."""
+    losses = {impl: make_loss(impl) for impl in IMPLS}
+    values = {impl: step(fn, *inputs, images) for impl, fn in losses.items()}
+    times = {impl: [] for impl in IMPLS}
     for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        step(loss_fn, *inputs, images)
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times), value
+        for impl, loss_fn in losses.items():
+            sync(device)
+            t0 = time.perf_counter()
+            step(loss_fn, *inputs, images)
+            sync(device)
+            times[impl].append(time.perf_counter() - t0)
+    return {
+        impl: (1e3 * statistics.median(times[impl]), values[impl])
+        for impl in IMPLS
+    }
 
 
 def peak_memory(impl, inputs, images, device) -> float:
@@ -116,8 +123,8 @@ def run(device: str, images: int, h: int, w: int, repeats: int) -> list:
     pred.requires_grad_()
     inputs = (pred, labels, weight, avg)
     res = {}
-    for impl in IMPLS:
-        t, value = time_case(impl, inputs, images, repeats, device)
+    for impl, (t, value) in time_cases(inputs, images, repeats,
+                                       device).items():
         res[impl] = (t, peak_memory(impl, inputs, images, device), value)
     ref_t, ref_m, _ = res['FocalFamilyLoss']
     return [(impl, t, t / ref_t, m, m / ref_m, v)
@@ -132,10 +139,14 @@ def main(argv=None) -> None:
         default=None,
         help='cpu or cuda (default: both when available)')
     parser.add_argument(
+        '--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument(
         '--quick',
         action='store_true',
         help='1 image of 128 x 160, 1 repeat (tests the script)')
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     devices = [args.device] if args.device else (
         ['cpu', 'cuda'] if torch.cuda.is_available() else ['cpu'])
     images, h, w = (1, 128, 160) if args.quick else (2, 608, 800)
