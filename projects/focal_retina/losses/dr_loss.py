@@ -22,12 +22,13 @@ mean of one DR loss per image).
 Normalisation (not published upstream: the modified maskrcnn-benchmark
 ``loss.py`` is not in the repository). D- and D+ are weighted *averages*, so
 the DR loss is already of order one whatever the number of anchors or
-objects; dividing it by the number of positives as the focal loss is
-divided would shrink it by ~100x against the box loss. We therefore apply
-no ``avg_factor`` (accepted for the call convention, ignored): the total is
-``loss_weight`` x the DR loss (per_batch) or the mean over images of the
-per-image DR losses (per_image, ``reduction='mean'``). Under DDP each
-process computes this over its own images and DDP averages the gradients:
+objects; dividing it by the number of positives (~10^2 per batch) as the
+focal loss is divided would shrink it as much against the box loss. We
+therefore apply no ``avg_factor`` (accepted for the call convention,
+ignored): the total is ``loss_weight`` x the DR loss (per_batch) or the
+mean over images of the per-image DR losses (per_image,
+``reduction='mean'``). Under DDP each process computes this over its own
+images and DDP averages the gradients:
 per_image is then exactly the mean over all images of the global batch for
 any split over processes (equal images per process); per_batch is the mean
 of one DR loss per process, whose softmax pools only that process's images,
@@ -36,12 +37,13 @@ so its value depends on the images per process (not on the process count):
 all-reduced.
 
 Implementation: a custom autograd function over cache-sized chunks of
-anchors. The forward pass streams the logits once per group (online
-log-sum-exp: each chunk keeps its own maximum and the chunks are rescaled to
-the group maximum), and the backward pass writes the closed-form gradient
-straight into the one N x K gradient buffer. No one-hot or mask of N x K is
-built (positives are patched through an index, ignored rows masked by an
-N-vector) and no N x K activation is kept for backward.
+anchors. The forward pass streams the logits once per group (a log-sum-exp
+whose shift is the constant 1, as p <= 1, or for tiny lambda- the exact
+maximum per chunk, the chunks then rescaled to the group's), and the
+backward pass writes the closed-form gradient straight into the one N x K
+gradient buffer. No one-hot or mask of N x K is built (positives and
+ignored rows are patched through their indices) and no N x K activation is
+kept for backward.
 """
 import math
 from typing import List, Optional, Sequence, Tuple, Union
