@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from mmdet.models.dense_heads import SSDHead
 from mmdet.registry import MODELS, TASK_UTILS
@@ -16,6 +18,7 @@ from mmengine.structures import InstanceData
 from projects.focal_retina.task_modules import ohem
 from projects.focal_retina.task_modules.ohem import (OneStageOHEMSampler,
                                                      select_image)
+from tests.conftest import free_port
 
 NUM_CLASSES = 3
 IMG = dict(img_shape=(64, 64), pad_shape=(64, 64), scale_factor=(1., 1.))
@@ -58,11 +61,19 @@ def reference_select(scores, is_pos, valid, boxes, batch, iou, frac=None):
     return sorted(pos[:k_pos] + neg[:k_neg])
 
 
-def run(scores, is_pos, valid, boxes, batch, iou, frac=None, factor=4):
+def run(scores,
+        is_pos,
+        valid,
+        boxes,
+        batch,
+        iou,
+        frac=None,
+        factor=4,
+        max_candidates=16384):
     scores = torch.as_tensor(scores, dtype=torch.float32)
     keep = select_image(scores, torch.as_tensor(is_pos),
                         torch.as_tensor(valid), lambda idx: boxes[idx], batch,
-                        iou, frac, factor)
+                        iou, frac, factor, max_candidates)
     return keep.tolist()
 
 
@@ -155,9 +166,10 @@ def test_pre_selection_does_not_change_the_kept_set(seed, iou, batch, frac,
 
     monkeypatch.setattr(ohem, 'nms', spy)
     want = reference_select(scores, is_pos, valid, boxes, batch, iou, frac)
-    for factor in (1, 2, 1000):
+    for factor, bound in ((1, 16384), (2, 16384), (1000, 16384), (1, None)):
         sizes.clear()
-        got = run(scores, is_pos, valid, boxes, batch, iou, frac, factor)
+        got = run(scores, is_pos, valid, boxes, batch, iou, frac, factor,
+                  bound)
         assert got == want
         assert sizes[-1] <= int(valid.sum())
         if factor == 1 and (batch >= 32 or iou == 0.5 and batch >= 16):
@@ -220,6 +232,22 @@ def test_one_to_three_with_scarce_negatives():
     assert got == [0, 10, 11, 12, 13]
 
 
+def test_max_candidates_bounds_the_search():
+    """An easy positive ranked below max_candidates examples is not a
+    candidate; without the bound it enters the 1:3 quota."""
+    n = 40
+    boxes = disjoint_boxes(n)
+    scores = torch.arange(n, 0, -1).float()
+    is_pos = [i == n - 1 for i in range(n)]  # the easiest example
+    exact = run(scores, is_pos, [True] * n, boxes, 8, 0.5, 0.25, 1, None)
+    assert exact == list(range(7)) + [n - 1]
+    bounded = run(scores, is_pos, [True] * n, boxes, 8, 0.5, 0.25, 1, 16)
+    assert bounded == list(range(8))
+    # plain OHEM keeps the top 8 either way
+    assert run(scores, is_pos, [True] * n, boxes, 8, 0.5, None, 1, 8) == \
+        list(range(8))
+
+
 def test_one_to_three_counts_positives_after_nms():
     """A positive suppressed by a harder negative does not count."""
     boxes = torch.tensor([[0., 0., 10., 10.], [0., 0., 10., 11.],
@@ -280,16 +308,20 @@ def test_no_nms_limit_of_one_to_three_is_ssd_hard_negative_mining(num_pos):
     torch.testing.assert_close(scores[keep].sum()[None] / avg_factor, want)
 
 
-@pytest.mark.parametrize('bad', [
-    dict(batch_size=0),
-    dict(batch_size=1.5),
-    dict(nms_iou=0.0),
-    dict(nms_iou=1.2),
-    dict(pos_fraction=1.0),
-    dict(pos_fraction=0.0),
-    dict(cls_avg_factor='mean'),
-    dict(pre_nms_factor=0),
-])
+@pytest.mark.parametrize(
+    'bad',
+    [
+        dict(batch_size=0),
+        dict(batch_size=1.5),
+        dict(nms_iou=0.0),
+        dict(nms_iou=1.2),
+        dict(pos_fraction=1.0),
+        dict(pos_fraction=0.0),
+        dict(cls_avg_factor='mean'),
+        dict(pre_nms_factor=0),
+        dict(max_candidates=100),  # below the default batch_size 256
+        dict(max_candidates=1e4),
+    ])
 def test_invalid_settings(bad):
     with pytest.raises(ValueError, match=list(bad)[0]):
         TASK_UTILS.build(dict(type='OneStageOHEMSampler', **bad))
@@ -302,6 +334,15 @@ def test_refused_by_a_head_that_would_ignore_it():
     cfg['loss_cls'] = dict(type='FocalLoss', use_sigmoid=True)
     with pytest.raises(ValueError, match='OneStageOHEMSampler'):
         MODELS.build(cfg)
+
+
+def test_refused_with_a_loss_that_needs_whole_images(monkeypatch):
+    """Kept rows are no longer N equal blocks of anchors."""
+    from projects.focal_retina.losses import FocalFamilyLoss
+    monkeypatch.setattr(
+        FocalFamilyLoss, 'needs_num_images', True, raising=False)
+    with pytest.raises(ValueError, match='needs_num_images'):
+        MODELS.build(head_cfg())
 
 
 def head_cfg(normalizer='global', **sampler):
@@ -396,6 +437,7 @@ def test_head_gradients_only_for_kept_examples(frac):
     losses = head.loss_by_feat(cls_scores, bbox_preds, images, [IMG] * 2)
     keep, counts, labels, weights, avg_factor = kept_and_targets(
         head, cls_scores, bbox_preds, images)
+    assert isinstance(head.sampler, OneStageOHEMSampler)
     assert counts.tolist() == [16, 16]
     assert (weights[keep] > 0).all()
     sum(losses['loss_cls']).backward()
@@ -490,3 +532,64 @@ def test_empty_image_and_extreme_logits():
                                [IMG] * 2)
     assert torch.isfinite(sum(losses['loss_cls']))
     assert sum(losses['loss_bbox']) == 0
+
+
+def _head_grads(cfg, rank=None, world=1):
+    """Gradients of the head's parameters: one process with both images
+    (rank None) or image ``rank`` on this process, DDP-averaged."""
+    torch.manual_seed(0)
+    head = build(cfg)
+    cls_scores, bbox_preds = forward(head, 2)
+    images, imgs = gts(), slice(None)
+    if rank is not None:
+        imgs = slice(rank, rank + 1)
+        cls_scores = [c[imgs] for c in cls_scores]
+        bbox_preds = [b[imgs] for b in bbox_preds]
+    losses = head.loss_by_feat(cls_scores, bbox_preds, images[imgs],
+                               [IMG] * len(images[imgs]))
+    (sum(losses['loss_cls']) + sum(losses['loss_bbox'])).backward()
+    grads = [p.grad.clone() for p in head.parameters()]
+    for g in grads:  # what DDP does to gradients
+        if world > 1:
+            dist.all_reduce(g)
+        g /= world
+    return grads
+
+
+def _dist_worker(rank, world, port, out, sampler):
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        'gloo',
+        init_method=f'tcp://127.0.0.1:{port}',
+        rank=rank,
+        world_size=world)
+    try:
+        grads = _head_grads(head_cfg(**sampler), rank, world)
+        if rank == 0:
+            torch.save(grads, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize('sampler', [
+    dict(cls_avg_factor='num_pos'),
+    dict(cls_avg_factor='num_kept', nms_iou=None, batch_size=1000),
+])
+def test_two_processes_match_one_with_global_normaliser(sampler, tmp_path):
+    """2 gloo processes x 1 image == 1 process x 2 images: selection is
+    per image, and both counts are all-reduced. Without NMS and with a
+    batch above the anchor count, every non-ignored anchor is kept: the
+    images (different ignore bands) keep different numbers, so a per-process
+    count would not match."""
+    torch.manual_seed(0)
+    head = build(head_cfg(**sampler))
+    counts = kept_and_targets(head, *forward(head), gts())[1].tolist()
+    if sampler['cls_avg_factor'] == 'num_kept':
+        assert counts[0] != counts[1]
+    out = str(tmp_path / 'grads.pth')
+    mp.spawn(
+        _dist_worker, args=(2, free_port(), out, sampler), nprocs=2, join=True)
+    got = torch.load(out)
+    want = _head_grads(head_cfg(**sampler))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-7)
