@@ -62,7 +62,8 @@ def write_dataset(root, images) -> str:
     return path
 
 
-def write_config(root, anchor_generator, scale=(64, 64)) -> str:
+def write_config(root, anchor_generator, resize=None) -> str:
+    resize = resize or dict(type='Resize', scale=(64, 64), keep_ratio=True)
     cfg = Config(
         dict(
             model=dict(
@@ -74,10 +75,7 @@ def write_config(root, anchor_generator, scale=(64, 64)) -> str:
                     type='CocoDataset',
                     data_root=str(root),
                     ann_file='ann.json',
-                    pipeline=[
-                        dict(type='LoadImageFromFile'),
-                        dict(type='Resize', scale=scale, keep_ratio=True)
-                    ]))))
+                    pipeline=[dict(type='LoadImageFromFile'), resize]))))
     path = osp.join(str(root), 'tiny_cfg.py')
     cfg.dump(path)
     return path
@@ -175,6 +173,23 @@ def test_main_hand_count(tmp_path):
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     with open(tmp_path / 'out' / 'dataset_stats.json') as f:
         assert json.load(f)['coverage'] == cov
+
+
+def test_random_choice_resize(tmp_path):
+    """Each object is counted once at each scale of a RandomChoiceResize:
+    at 64 px A and C are covered (as above); at 128 px (no resize) A, B, C
+    and D are 64, 16, 48 and 2 px, and the best 32 px anchor reaches IoU
+    1024/4096, 256/1024, 1024/2304 and 4/1024: none covered."""
+    write_dataset(tmp_path, [(128, 128, [[*(b * 2), 0] for b in BOXES])])
+    cfg = write_config(
+        tmp_path, STRIDE8,
+        dict(
+            type='RandomChoiceResize',
+            scales=[(64, 64), (128, 128)],
+            keep_ratio=True))
+    cov = ds.main([cfg, '--out-dir',
+                   str(tmp_path), '--no-suggest'])['coverage']
+    assert (cov['objects'], cov['scales'], cov['covered']) == (4, 2, 0.25)
 
 
 def test_suggestion_applies(tmp_path, capsys):

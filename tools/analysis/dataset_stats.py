@@ -293,9 +293,12 @@ def evaluate(cfg: Config, setting: Setting, images: Sequence[ImageBoxes],
     pad = cfg.model.get('data_preprocessor', {}).get('pad_size_divisor', 1)
     counter = CoverageCounter(anchor_cfg, assigner_cfg, pad)
     _, step = find_resize(cfg, split)
-    res = counter.run(images, input_scales(step, setting.factor),
-                      step.get('keep_ratio', False))
-    return summarize(res, assigner_cfg['pos_iou_thr']), res
+    scales = input_scales(step, setting.factor)
+    res = counter.run(images, scales, step.get('keep_ratio', False))
+    cov = summarize(res, assigner_cfg['pos_iou_thr'])
+    # a RandomChoiceResize: every object once at each of its scales
+    cov.update(objects=cov['objects'] // len(scales), scales=len(scales))
+    return cov, res
 
 
 def search(cfg: Config, images: Sequence[ImageBoxes], split: str,
@@ -442,8 +445,9 @@ def fmt_cov(cov: dict, pos_thr: float) -> str:
     hist = ' '.join(f'{k}:{v}' for k, v in cov['pos_per_object_hist'].items())
     sizes = '  '.join(f'{k}: {v["covered"]:.0%} of {v["objects"]}'
                       for k, v in cov['by_size'].items())
+    each = f' x {cov["scales"]} input scales' if cov['scales'] > 1 else ''
     return (f'  covered (best anchor IoU >= {pos_thr:g}): '
-            f'{cov["covered"]:.1%} of {cov["objects"]} objects\n'
+            f'{cov["covered"]:.1%} of {cov["objects"]} objects{each}\n'
             f'  assigned a positive (incl. low-quality matches): '
             f'{cov["assigned"]:.1%} ({cov["low_quality_only"]:.1%} only by '
             'a low-quality match)\n'
