@@ -29,8 +29,9 @@ def test_ohem_benchmark_quick():
             for line in out.stdout.splitlines()
             if line.startswith('| fl ') or line.startswith('| ohem')]
     assert [r[0] for r in rows] == SETTINGS
-    for name, ms, ratio, loss_ms, select_ms, share, kept in rows:
+    for name, ms, ratio, median, loss_ms, select_ms, share, kept in rows:
         assert float(ms) > 0 and float(ratio) > 0 and float(loss_ms) > 0
+        assert float(median) >= float(ms)
         if name == 'fl':
             assert float(ratio) == 1.0 and kept == '-'
             assert float(select_ms) == 0 and float(share) == 0
