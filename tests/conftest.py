@@ -6,6 +6,7 @@ import socket
 import sys
 
 import pytest
+import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
@@ -32,6 +33,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(params=[False, True], ids=['no-cuda', 'cuda-visible'])
+def cuda_visible(request, monkeypatch) -> bool:
+    """Runs a CPU test twice: as on a machine without and with a GPU
+    (``torch.cuda.is_available`` answers accordingly), so that a CPU test
+    cannot depend on which machine runs the suite."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: request.param)
+    return request.param
 
 
 @pytest.fixture(scope='session')

@@ -13,6 +13,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import DictAction
+from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -80,8 +81,11 @@ def main() -> None:
     check_file(args.checkpoint, 'checkpoint')
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
+    # The device mmengine's Runner will move the model to ('cuda' whenever
+    # a GPU is visible; CUDA_VISIBLE_DEVICES='' selects the CPU).
+    device = get_device()
     try:
-        setup_cpu_distributed(cfg, args.launcher)
+        setup_cpu_distributed(cfg, args.launcher, device)
     except RuntimeError as exc:
         fail(str(exc))
     set_work_dir(cfg, args.work_dir, args.config)

@@ -12,6 +12,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import DictAction
+from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -59,13 +60,16 @@ def main() -> None:
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
+    # The device mmengine's Runner will move the model to ('cuda' whenever
+    # a GPU is visible; CUDA_VISIBLE_DEVICES='' selects the CPU).
+    device = get_device()
     try:
-        setup_cpu_distributed(cfg, args.launcher)
+        setup_cpu_distributed(cfg, args.launcher, device)
     except RuntimeError as exc:
         fail(str(exc))
     set_work_dir(cfg, args.work_dir, args.config)
     if args.amp:
-        enable_amp(cfg)
+        enable_amp(cfg, device)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or \
                 'base_batch_size' not in cfg.auto_scale_lr:

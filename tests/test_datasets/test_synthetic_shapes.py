@@ -1,8 +1,13 @@
+"""The generated shapes dataset: deterministic bytes, valid COCO files, and
+every annotated box holding the shape its label names, where it was drawn
+(read back from the written PNG and JSON files)."""
 import filecmp
 import json
 import os
 import os.path as osp
+from typing import Dict, List, Optional
 
+import cv2
 import numpy as np
 import pytest
 
@@ -67,10 +72,203 @@ def test_annotations_are_valid_coco(tmp_path):
         per_image[ann['image_id']] = per_image.get(ann['image_id'], 0) + 1
     assert all(SPEC.min_objects <= n <= SPEC.max_objects
                for n in per_image.values())
-    # the objects are really drawn: the box interior differs from the
-    # background colour statistics of an empty image region
-    img, objects = render_image(SPEC, 'train', 0)
-    assert len(objects) == per_image[1]
+
+
+# Where each shape must be, in box coordinates (0, 0) = the box's top-left
+# pixel, (1, 1) = its bottom-right pixel: points well inside the shape
+# (away from anti-aliased edges) and points of the box it leaves empty.
+# How far outside the box the shape's colour may still reach: squares and
+# crosses are hard-edged rectangles filling the box, circles and triangles
+# have anti-aliased borders.
+SHAPE_PROBES = {
+    'square':
+    dict(inside=[(.5, .5), (0, 0), (1, 0), (0, 1), (1, 1)], empty=[], reach=0),
+    'circle':
+    dict(
+        inside=[(.5, .5), (.5, .2), (.5, .8), (.2, .5), (.8, .5), (.25, .25),
+                (.75, .75)],
+        empty=[(0, 0), (1, 0), (0, 1), (1, 1)],
+        reach=1),
+    'triangle':
+    dict(
+        inside=[(.5, .6), (.5, .3), (.3, .85), (.7, .85)],
+        empty=[(0, 0), (1, 0), (.1, .3), (.9, .3)],
+        reach=1),
+    'cross':
+    dict(
+        inside=[(.5, .5), (.5, .05), (.5, .95), (.05, .5), (.95, .5)],
+        empty=[(0, 0), (1, 0), (0, 1), (1, 1), (.15, .15)],
+        reach=0),
+}
+RING = 3  # width in pixels of the band around a box that is checked
+
+
+def _pixel(box, point):
+    """(row, col) of a point in box coordinates."""
+    x, y, w, h = box
+    return (int(round(y + point[1] * (h - 1))),
+            int(round(x + point[0] * (w - 1))))
+
+
+def _box_mask(box, size: int, grow: int = 0) -> np.ndarray:
+    """(size, size) mask of the box's pixels, grown by ``grow`` pixels."""
+    x, y, w, h = box
+    rows, cols = np.mgrid[0:size, 0:size]
+    return ((cols >= x - grow) & (cols < x + w + grow) & (rows >= y - grow)
+            & (rows < y + h + grow))
+
+
+def misplaced(img: np.ndarray,
+              anns: List[Dict],
+              check=SHAPE_CLASSES,
+              unchecked: Optional[List] = None) -> List[str]:
+    """What is wrong with the annotations ``anns`` (COCO dicts in drawing
+    order) of ``img`` (BGR) whose class is in ``check``; an empty list if
+    every such box holds its shape.
+
+    For each annotation, ignoring pixels that later (overlapping) objects
+    may have painted over: the probe points inside the shape share one
+    colour, the shape's; the points of the box the shape leaves empty and a
+    band of RING pixels around the box (beyond the shape's anti-aliased
+    reach, outside other boxes) never hold that colour. Objects with fewer
+    than 2 probe points clear of later boxes cannot be judged; they are
+    appended to ``unchecked``.
+    """
+    problems = []
+    size = img.shape[0]
+    for i, ann in enumerate(anns):
+        box, name = ann['bbox'], SHAPE_CLASSES[ann['category_id'] - 1]
+        if name not in check:
+            continue
+        probes = SHAPE_PROBES[name]
+        covered = np.zeros((size, size), bool)  # by later objects
+        for later in anns[i + 1:]:
+            covered |= _box_mask(later['bbox'], size, grow=1)
+        inside = [
+            rc for rc in (_pixel(box, p) for p in probes['inside'])
+            if not covered[rc]
+        ]
+        if len(inside) < 2:
+            if unchecked is not None:
+                unchecked.append((i, name, box))
+            continue
+        colour = img[inside[0]]
+        if any((img[rc] != colour).any() for rc in inside):
+            problems.append(f'{i} {name} {box}: no uniform fill at {inside}')
+            continue
+        same = (img == colour).all(axis=2)
+        for rc in (_pixel(box, p) for p in probes['empty']):
+            if not covered[rc] and same[rc]:
+                problems.append(f'{i} {name} {box}: {rc} should be empty')
+        gap = probes['reach'] + 1
+        ring = _box_mask(box, size,
+                         gap + RING - 1) & ~_box_mask(box, size, gap - 1)
+        for j, other in enumerate(anns):
+            if j != i:
+                ring &= ~_box_mask(other['bbox'], size, grow=3)
+        if (ring & same).any():
+            problems.append(f'{i} {name} {box}: its colour outside the box '
+                            f'at {np.argwhere(ring & same)[:3].tolist()}')
+    return problems
+
+
+# Large enough objects for probe points to keep clear of the edges.
+PLACEMENT_SPEC = ShapesSpec(
+    seed=11,
+    num_train=12,
+    num_val=4,
+    img_size=128,
+    min_objects=4,
+    max_objects=9,
+    min_size=16,
+    max_size=40,
+    clutter=6)
+
+
+def _written(root: str, split: str):
+    """(BGR image, its annotations in id order) for each written image."""
+    with open(osp.join(root, 'annotations', f'{split}.json')) as f:
+        coco = json.load(f)
+    for info in coco['images']:
+        img = cv2.imread(osp.join(root, split, info['file_name']))
+        anns = sorted(
+            (a for a in coco['annotations'] if a['image_id'] == info['id']),
+            key=lambda a: a['id'])
+        yield img, anns
+
+
+@pytest.fixture(scope='module')
+def placement_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('placement') / 'shapes')
+    generate_shapes_dataset(root, PLACEMENT_SPEC)
+    return root
+
+
+# Classes drawn where they are annotated. Circles are not: _draw_shape
+# gives cv2.ellipse the semi-axes as the RotatedRect *size* (full width and
+# height), so each circle fills only the middle half of its box (measured:
+# 13 x 10 px drawn in a 26 x 18 box). The xfail below turns into a failure
+# (XPASS, strict) once the generator is fixed: then add 'circle' here.
+DRAWN_AS_ANNOTATED = ('square', 'triangle', 'cross')
+
+
+@pytest.mark.parametrize('name', [
+    *DRAWN_AS_ANNOTATED,
+    pytest.param(
+        'circle',
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason='synthetic_shapes._draw_shape draws circles at half '
+            'their annotated size (cv2.ellipse RotatedRect takes the full '
+            'size, it is given the semi-axes)'))
+])
+def test_each_box_holds_its_shape(placement_root, name):
+    checked = unchecked = 0
+    for split in ('train', 'val'):
+        for img, anns in _written(placement_root, split):
+            hidden = []
+            assert misplaced(img, anns, (name, ), hidden) == [], split
+            total = sum(SHAPE_CLASSES[a['category_id'] - 1] == name
+                        for a in anns)
+            checked += total - len(hidden)
+            unchecked += len(hidden)
+    # most objects are judged (the rest lie under later objects' boxes)
+    assert checked >= 10 and unchecked <= 0.2 * (checked + unchecked)
+
+
+@pytest.mark.parametrize('defect',
+                         ['shift_x', 'shift_y', 'swap_labels', 'swap_boxes'])
+def test_placement_check_catches_wrong_annotations(placement_root, defect):
+    """The check above fails on boxes moved by 3 px or swapped labels."""
+    caught = total = 0
+    for img, anns in _written(placement_root, 'train'):
+        bad = [dict(a, bbox=list(a['bbox'])) for a in anns]
+        if defect == 'shift_x':
+            for a in bad:
+                a['bbox'][0] += 3 if a['bbox'][0] < 60 else -3
+        elif defect == 'shift_y':
+            for a in bad:
+                a['bbox'][1] += 3 if a['bbox'][1] < 60 else -3
+        elif defect == 'swap_labels':
+            for a in bad:
+                a['category_id'] = a['category_id'] % 4 + 1
+        else:  # the boxes of two checked objects of different classes
+            checked = [
+                a for a in bad
+                if SHAPE_CLASSES[a['category_id'] - 1] in DRAWN_AS_ANNOTATED
+            ]
+            pair = next(
+                ((a, b) for a in checked
+                 for b in checked if a['category_id'] < b['category_id']),
+                None)
+            if pair is None:  # same class only: the same annotation set
+                continue
+            pair[0]['bbox'], pair[1]['bbox'] = pair[1]['bbox'], pair[0]['bbox']
+        if misplaced(img, anns, DRAWN_AS_ANNOTATED):
+            continue  # not a usable reference (see the test above)
+        total += 1
+        caught += bool(misplaced(img, bad, DRAWN_AS_ANNOTATED))
+    assert total >= 8 and caught == total
 
 
 def test_reuse_and_refusal(tmp_path):
@@ -106,3 +304,18 @@ def test_dataset_loads_through_mmdet(tiny_shapes):
     assert info['img_path'].endswith('000000.png')
     assert len(info['instances']) >= 2
     assert ds.metainfo['classes'] == SHAPE_CLASSES
+    # the boxes and labels mmdet reads are those of the JSON file (x, y,
+    # w, h -> x0, y0, x1, y1; category_id c -> label c - 1)
+    with open(osp.join(tiny_shapes, 'annotations', 'train.json')) as f:
+        coco = json.load(f)
+    for index in range(len(ds)):
+        info = ds[index]
+        anns = sorted(
+            (a
+             for a in coco['annotations'] if a['image_id'] == info['img_id']),
+            key=lambda a: a['id'])
+        assert [i['bbox'] for i in info['instances']
+                ] == [[x, y, x + w, y + h]
+                      for x, y, w, h in (a['bbox'] for a in anns)]
+        assert [i['bbox_label'] for i in info['instances']
+                ] == [a['category_id'] - 1 for a in anns]

@@ -5,9 +5,15 @@ processes with one image each. Saves the parameters after steps 1 and 3.
 
     python dist_equivalence_worker.py OUT NORMALIZER
     torchrun --nproc_per_node 2 dist_equivalence_worker.py OUT NORMALIZER
+
+With FOCAL_RETINA_TEST_CUDA_VISIBLE=1, ``torch.cuda.is_available()`` answers
+True while the process group and DDP are set up, as on a GPU host: the CPU
+run is pinned by ``device='cpu'`` and must not depend on it.
 """
 import os
 import sys
+from contextlib import nullcontext
+from unittest import mock
 
 import torch
 
@@ -69,10 +75,14 @@ def main() -> None:
     distributed = 'WORLD_SIZE' in os.environ
     model = build_model(normalizer)
     if distributed:
-        setup_cpu_distributed(Config(), 'pytorch')
+        fake = os.environ.get('FOCAL_RETINA_TEST_CUDA_VISIBLE') == '1'
+        with mock.patch.object(
+                torch.cuda, 'is_available', return_value=True) if fake \
+                else nullcontext():
+            setup_cpu_distributed(Config(), 'pytorch', device='cpu')
+            model = CPUAwareDistributedDataParallel(model, device_ids=[0])
         rank = int(os.environ['RANK'])
         indices = [rank]
-        model = CPUAwareDistributedDataParallel(model, device_ids=[0])
     else:
         rank, indices = 0, [0, 1]
     optim = OptimWrapper(

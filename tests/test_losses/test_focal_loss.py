@@ -276,10 +276,33 @@ def test_half_inputs_close_to_float32(dtype):
         half.grad.float(), ref_in.grad, rtol=tol, atol=1e-6)
     none = focal_family_loss(half, labels, weight, reduction='none')
     assert none.dtype == dtype and none.shape == pred.shape
-    # CPU bf16 autocast (the project's CPU --amp) leaves the loss in fp32.
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        auto = focal_family_loss(ref_in, labels, weight, avg_factor=30.0)
-    torch.testing.assert_close(auto, ref, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_under_cpu_autocast_with_half_logits(dtype):
+    """As under the CPU --amp: the head's conv yields half logits inside
+    autocast; the loss is float32 and equals the float32 loss of the same
+    (rounded) logits, and the gradient reaches the conv in its dtype."""
+    pred, labels, weight = _sample(n=500, k=20, dtype=torch.float32)
+    conv = torch.nn.Conv2d(8, 20, 1)
+    feats = torch.randn(500, 8, 1, 1)
+    with torch.autocast('cpu', dtype=dtype):
+        logits = conv(feats).flatten(1)
+        assert logits.dtype == dtype  # really half logits
+        logits.retain_grad()
+        loss = focal_family_loss(logits, labels, weight, avg_factor=30.0)
+    assert loss.dtype == torch.float32
+    ref_in = logits.detach().float().requires_grad_()
+    ref = focal_family_loss(ref_in, labels, weight, avg_factor=30.0)
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=0)
+    loss.backward()
+    ref.backward()
+    assert logits.grad.dtype == dtype
+    tol = 1e-2 if dtype == torch.bfloat16 else 1e-3
+    torch.testing.assert_close(
+        logits.grad.float(), ref_in.grad, rtol=tol, atol=1e-6)
+    assert conv.weight.grad is not None
+    assert torch.isfinite(conv.weight.grad).all()
 
 
 @pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
@@ -333,24 +356,33 @@ def test_no_grad_and_non_contiguous():
     dict(star=True, gamma=0.0),
     dict(reduction='avg'),
     dict(use_sigmoid=False),
-    dict(chunk_size=0)
+    dict(chunk_size=0),
+    dict(star=True, activated=True)
 ])
 def test_invalid_hyper_parameters(kwargs):
     name = next(iter(kwargs))
     if name == 'star':
-        name = 'gamma'
+        name = 'gamma' if 'gamma' in kwargs else 'activated'
     with pytest.raises(ValueError, match=name):
         FocalFamilyLoss(**kwargs)
 
 
 def test_invalid_inputs():
     pred, labels, _ = _sample(n=6)
-    with pytest.raises(ValueError, match='labels must be in'):
+    with pytest.raises(ValueError, match=r'labels .* must be in \[0, 5\]'):
         focal_family_loss(pred, labels + K + 1)
-    with pytest.raises(ValueError, match='labels must be in'):
+    with pytest.raises(ValueError, match=r'labels .* must be in \[0, 5\]'):
         focal_family_loss(pred, labels - K - 1)
     with pytest.raises(ValueError, match='integer labels'):
         focal_family_loss(pred, labels.double())
+    with pytest.raises(ValueError, match=r'targets \(N, K\) must be in'):
+        focal_family_loss(pred, torch.full_like(pred, 1.5))
+    with pytest.raises(ValueError, match='expected pred'):
+        focal_family_loss(pred, torch.zeros(6, K + 1))
+    with pytest.raises(ValueError, match='probabilities'):
+        focal_family_loss(pred, labels, activated=True)  # logits given
+    with pytest.raises(ValueError, match='activated'):
+        focal_family_loss(pred.sigmoid(), labels, star=True, activated=True)
     with pytest.raises(ValueError, match='avg_factor'):
         focal_family_loss(pred, labels, reduction='sum', avg_factor=2.0)
     with pytest.raises(ValueError, match='weight'):
@@ -366,3 +398,181 @@ def test_registered_and_buildable():
         dict(type='FocalFamilyLoss', star=True, gamma=4.0, alpha=None))
     assert star.star and star.alpha is None
     assert 'star=True' in repr(star)
+    # mmdet FocalLoss's arguments, activated included, are accepted
+    act = MODELS.build(
+        dict(
+            type='FocalFamilyLoss',
+            use_sigmoid=True,
+            gamma=2.0,
+            alpha=0.25,
+            reduction='mean',
+            loss_weight=1.0,
+            activated=True))
+    assert act.activated and 'activated=True' in repr(act)
+
+
+# mmdet FocalLoss's other call forms ------------------------------------
+
+
+@pytest.mark.parametrize('star,gamma,alpha', [(False, 2.0, 0.25),
+                                              (False, 0.5, None),
+                                              (False, 0.0, 0.75),
+                                              (True, 2.0, 0.25)])
+@pytest.mark.parametrize('dtype', [torch.long, torch.bool, torch.float64])
+def test_onehot_targets_equal_integer_labels(star, gamma, alpha, dtype):
+    """(N, K) one-hot targets (background: an all-zero row) give the
+    integer-label loss and gradient: eq. 5 / eq. 8 per element."""
+    pred, labels, weight = _sample()
+    onehot = (labels[:, None] == torch.arange(K)).to(dtype)
+    kwargs = dict(gamma=gamma, alpha=alpha, star=star, star_beta=1.0)
+    for red, avg in [('none', None), ('mean', 9.0), ('sum', None)]:
+        a = pred.clone().requires_grad_()
+        b = pred.clone().requires_grad_()
+        ours = focal_family_loss(
+            a, onehot, weight, reduction=red, avg_factor=avg, **kwargs)
+        ref = focal_family_loss(
+            b, labels, weight, reduction=red, avg_factor=avg, **kwargs)
+        torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-14)
+        go = torch.rand_like(ref)
+        torch.testing.assert_close(
+            torch.autograd.grad(ours, a, go)[0],
+            torch.autograd.grad(ref, b, go)[0],
+            rtol=1e-9,
+            atol=1e-14)
+
+
+@pytest.mark.parametrize('gamma,alpha', [(2.0, 0.25), (0.5, 0.75), (0.0, 0.5)])
+@pytest.mark.parametrize('weight_kind', [None, 'anchor', 'element'])
+def test_soft_targets_equal_mmdet(gamma, alpha, weight_kind):
+    """Soft (N, K) targets: mmdet's FocalLoss takes them through
+    py_sigmoid_focal_loss (pred.dim() == target.dim())."""
+    from mmdet.models.losses import FocalLoss
+    pred, _, weight = _sample(n=60)
+    soft = torch.rand(
+        pred.shape,
+        dtype=pred.dtype,
+        generator=torch.Generator().manual_seed(5))
+    soft[::3] = soft[::3].round()  # some rows exactly 0 / 1
+    if weight_kind == 'element':
+        weight = torch.rand(pred.shape, dtype=pred.dtype) * weight[:, None]
+    elif weight_kind is None:
+        weight = None
+    cfg = dict(use_sigmoid=True, gamma=gamma, alpha=alpha, loss_weight=1.5)
+    a = pred.clone().requires_grad_()
+    b = pred.clone().requires_grad_()
+    ours = FocalFamilyLoss(**cfg)(a, soft, weight, avg_factor=7.0)
+    ref = FocalLoss(**cfg)(b, soft, weight, avg_factor=7.0)
+    torch.testing.assert_close(ours, ref, rtol=1e-9, atol=0)
+    ours.backward()
+    ref.backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-15)
+    none = FocalFamilyLoss(**cfg)(
+        pred, soft, weight, reduction_override='none')
+    torch.testing.assert_close(
+        none,
+        FocalLoss(**cfg)(pred, soft, weight, reduction_override='none'),
+        rtol=1e-9,
+        atol=1e-15)
+
+
+@pytest.mark.parametrize('gamma,alpha', [(2.0, 0.25), (1.0, 0.5)])
+def test_activated_equals_mmdet(gamma, alpha):
+    """activated=True: pred holds probabilities, as mmdet's FocalLoss
+    (sigmoid_focal_loss_with_prob); the same loss as on the logits."""
+    from mmdet.models.losses import FocalLoss
+    logits, labels, weight = _sample(n=80)
+    probs = logits.sigmoid()
+    cfg = dict(use_sigmoid=True, gamma=gamma, alpha=alpha, activated=True)
+    a = probs.clone().requires_grad_()
+    b = probs.clone().requires_grad_()
+    ours = FocalFamilyLoss(**cfg)(a, labels, weight, avg_factor=5.0)
+    ref = FocalLoss(**cfg)(b, labels, weight, avg_factor=5.0)
+    torch.testing.assert_close(ours, ref, rtol=1e-9, atol=0)
+    ours.backward()
+    ref.backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-15)
+    on_logits = focal_family_loss(
+        logits, labels, weight, gamma=gamma, alpha=alpha, avg_factor=5.0)
+    torch.testing.assert_close(ours, on_logits, rtol=1e-9, atol=0)
+    onehot = (labels[:, None] == torch.arange(K)).double()
+    torch.testing.assert_close(
+        FocalFamilyLoss(**cfg)(probs, onehot, weight, avg_factor=5.0), ours)
+    soft = torch.rand(probs.shape, dtype=probs.dtype)  # (N, K) soft targets
+    torch.testing.assert_close(
+        FocalFamilyLoss(**cfg)(probs, soft, weight, reduction_override='sum'),
+        FocalLoss(**cfg)(probs, soft, weight, reduction_override='sum'),
+        rtol=1e-9,
+        atol=0)
+
+
+def test_dense_targets_extreme_logits_are_finite():
+    """The (N, K) path works in log space: no NaN gradient for saturated
+    logits, even with gamma < 1 (where (1 - p_t)^gamma has an infinite
+    slope at 0)."""
+    big = torch.tensor([[100.0, -100.0, 1e4, -1e4]]).repeat(2, 1)
+    target = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 0.5, 0.0]])
+    for gamma in (2.0, 0.5, 0.0):
+        x = big.clone().requires_grad_()
+        loss = focal_family_loss(
+            x, target, gamma=gamma, alpha=None, reduction='sum')
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+        # the confident right elements (row 0, cols 0, 2) cost nothing
+        assert x.grad[0, 0] == 0 and x.grad[0, 2] == 0
+
+
+# CUDA ------------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs a CUDA device')
+
+
+@needs_cuda
+@pytest.mark.parametrize('reduction,avg_factor',
+                         [('mean', 'tensor'), ('mean', 7.0), ('none', None),
+                          ('sum', None)])
+@pytest.mark.parametrize('target_kind', ['labels', 'onehot'])
+def test_cuda_has_no_host_sync(reduction, avg_factor, target_kind):
+    """Forward and backward never wait for the GPU: a sync raises here."""
+    pred, labels, weight = _sample(n=3000, k=20, dtype=torch.float32)
+    pred = pred.cuda().requires_grad_()
+    labels, weight = labels.cuda(), weight.cuda()
+    target = labels
+    if target_kind == 'onehot':
+        target = (labels[:, None] == torch.arange(20, device='cuda'))
+    if avg_factor == 'tensor':  # e.g. a number of positives on the GPU
+        avg_factor = (labels < 20).sum().float()
+    loss_fn = FocalFamilyLoss(reduction=reduction, chunk_size=512)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        loss = loss_fn(pred, target, weight, avg_factor=avg_factor)
+        loss.sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    assert torch.isfinite(pred.grad).all()
+
+
+@needs_cuda
+@pytest.mark.parametrize('star,gamma,alpha', [(False, 2.0, 0.25),
+                                              (False, 0.0, 0.75),
+                                              (True, 2.0, 0.25)])
+def test_cuda_equals_cpu(star, gamma, alpha):
+    pred, labels, weight = _sample(n=3000, k=20, dtype=torch.float32)
+    results = []
+    for device in ('cpu', 'cuda'):
+        x = pred.to(device).requires_grad_()
+        loss = focal_family_loss(
+            x,
+            labels.to(device),
+            weight.to(device),
+            gamma=gamma,
+            alpha=alpha,
+            star=star,
+            star_beta=1.0,
+            avg_factor=11.0)
+        loss.backward()
+        results.append((loss.detach().cpu(), x.grad.cpu()))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        results[1][1], results[0][1], rtol=1e-5, atol=1e-9)

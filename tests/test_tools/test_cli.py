@@ -1,4 +1,9 @@
-"""The real command-line tools, run as subprocesses on a tiny dataset."""
+"""The real command-line tools, run as subprocesses on a tiny dataset.
+
+These are CPU tests: every run hides the GPUs (``CUDA_VISIBLE_DEVICES=''``,
+mmengine's way to train on the CPU), so they test the same thing on a GPU
+host; the GPU behaviour of ``--amp`` has its own CUDA-only test.
+"""
 import glob
 import json
 import os
@@ -8,19 +13,72 @@ import sys
 
 import cv2
 import pytest
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
 
 from tests.conftest import ROOT, free_port
 
 DEMO = 'configs/demo/retina_r18_fpn_shapes.py'
 pytestmark = pytest.mark.slow
+# Runs a tool (argv[1]) as __main__ after registering ForwardDtypeProbe,
+# which PROBE_HOOK (a --cfg-options item) adds to the run.
+PROBE_HOOK = 'default_hooks.dtype_probe.type=ForwardDtypeProbe'
+WITH_PROBE = ('import runpy, sys; import tests.test_tools.test_cli; '
+              "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], "
+              "run_name='__main__')")
 
 
-def run_tool(*args, expect_rc=0):
-    proc = subprocess.run([sys.executable, *args],
-                          cwd=ROOT,
-                          capture_output=True,
-                          text=True,
-                          timeout=600)
+@HOOKS.register_module()
+class ForwardDtypeProbe(Hook):
+    """Logs the dtypes that a backbone conv and the classification conv
+    produced in the training forwards (``forward dtypes: [...]``)."""
+
+    def before_train(self, runner) -> None:
+        model = runner.model
+        if is_model_wrapper(model):
+            model = model.module
+        self.dtypes = set()
+
+        def record(module, args, output):
+            if module.training:  # not the validation forwards
+                self.dtypes.add(str(output.dtype))
+
+        model.backbone.conv1.register_forward_hook(record)
+        model.bbox_head.retina_cls.register_forward_hook(record)
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
+                         outputs=None) -> None:
+        runner.logger.info(f'forward dtypes: {sorted(self.dtypes)}')
+
+
+def tool_env(cpu: bool = True) -> dict:
+    """The environment of a tool run: no torchrun variables and, for the
+    CPU tests, no visible GPU."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR',
+                     'MASTER_PORT')
+    }
+    if cpu:
+        env['CUDA_VISIBLE_DEVICES'] = ''
+    return env
+
+
+def run_tool(*args, expect_rc=0, cpu=True, probe=False):
+    cmd = [sys.executable, *(['-c', WITH_PROBE] if probe else []), *args]
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=tool_env(cpu))
     out = proc.stdout + proc.stderr
     assert proc.returncode == expect_rc, out[-4000:]
     return out
@@ -52,11 +110,27 @@ def data_options(root: str, iters: int) -> list:
 
 @pytest.fixture(scope='module')
 def trained(tiny_shapes, tmp_path_factory):
-    """Trains the demo model for 4 iterations through tools/train.py."""
+    """Trains the demo model for 4 iterations through tools/train.py (with
+    ForwardDtypeProbe: the float32 reference of the --amp test)."""
     work = str(tmp_path_factory.mktemp('train'))
-    out = run_tool('tools/train.py', DEMO, '--work-dir', work, '--cfg-options',
-                   *data_options(tiny_shapes, 4))
+    out = run_tool(
+        'tools/train.py',
+        DEMO,
+        '--work-dir',
+        work,
+        '--cfg-options',
+        *data_options(tiny_shapes, 4),
+        PROBE_HOOK,
+        probe=True)
     return work, out
+
+
+def probed_dtypes(out: str, iters: int) -> str:
+    """The dtypes ForwardDtypeProbe logged last, checking it logged once per
+    iteration."""
+    lines = [line for line in out.splitlines() if 'forward dtypes:' in line]
+    assert len(lines) == iters, out[-4000:]
+    return lines[-1].split('forward dtypes: ')[1]
 
 
 def test_train_writes_checkpoint_and_validates(trained):
@@ -100,12 +174,40 @@ def test_infer_lists_and_draws(trained, tiny_shapes, tmp_path):
     assert len(os.listdir(tmp_path / 'out' / 'vis')) == 3
 
 
-def test_amp_on_cpu_trains(tiny_shapes, tmp_path):
-    out = run_tool('tools/train.py', DEMO, '--amp',
-                   '--work-dir', str(tmp_path), '--cfg-options',
-                   *data_options(tiny_shapes, 2), 'train_cfg.val_interval=10')
+def probed_train(tiny_shapes, work_dir, *extra, cpu=True):
+    """2 iterations of tools/train.py with ForwardDtypeProbe; returns the
+    log and the dtypes the training forwards produced."""
+    out = run_tool(
+        'tools/train.py',
+        DEMO,
+        *extra,
+        '--work-dir',
+        str(work_dir),
+        '--cfg-options',
+        *data_options(tiny_shapes, 2),
+        'train_cfg.val_interval=10',
+        PROBE_HOOK,
+        cpu=cpu,
+        probe=True)
+    return out, probed_dtypes(out, 2)
+
+
+def test_amp_on_cpu_trains_in_bfloat16(trained, tiny_shapes, tmp_path):
+    out, dtypes = probed_train(tiny_shapes, tmp_path, '--amp')
+    assert dtypes == "['torch.bfloat16']"
+    assert "type='CPUBF16OptimWrapper'" in out
     assert 'Iter(train) [2/2]' in out
     assert osp.isfile(tmp_path / 'iter_2.pth')
+    # the probe tells the difference: float32 without --amp
+    assert probed_dtypes(trained[1], 4) == "['torch.float32']"
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_amp_on_cuda_trains_in_float16(tiny_shapes, tmp_path):
+    out, dtypes = probed_train(tiny_shapes, tmp_path, '--amp', cpu=False)
+    assert "type='AmpOptimWrapper'" in out
+    assert dtypes == "['torch.float16']"
 
 
 @pytest.mark.parametrize('args,expected', [
@@ -125,20 +227,21 @@ def test_bad_input_gives_one_line_error(args, expected):
 
 
 def test_resume_continues_identically(tiny_shapes, tmp_path):
-    """4 iterations in one go == 2 iterations, stop, --resume to 4."""
+    """4 iterations in one go == --resume from its iteration-2 checkpoint
+    in another work dir, on to 4. (Stopping a run by lowering max_iters
+    would change its lr schedule, which is a fraction of max_iters.)"""
     opts = data_options(tiny_shapes, 4) + [
-        'default_hooks.checkpoint.interval=2', 'train_cfg.val_interval=100',
-        'randomness.deterministic=True'
+        'default_hooks.checkpoint.interval=2',
+        'default_hooks.checkpoint.max_keep_ckpts=2',
+        'train_cfg.val_interval=100', 'randomness.deterministic=True'
     ]
     one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
     run_tool('tools/train.py', DEMO, '--work-dir', one, '--cfg-options', *opts)
-    run_tool('tools/train.py', DEMO, '--work-dir', two, '--cfg-options', *opts,
-             'train_cfg.max_iters=2')
     out = run_tool('tools/train.py', DEMO, '--work-dir', two, '--resume',
-                   osp.join(two, 'iter_2.pth'), '--cfg-options', *opts)
+                   osp.join(one, 'iter_2.pth'), '--cfg-options', *opts)
     assert 'resumed epoch: 0, iter: 2' in out
     assert 'Iter(train) [3/4]' in out and 'Iter(train) [1/4]' not in out
-    import torch
+    assert not osp.exists(osp.join(two, 'iter_2.pth'))  # not retrained
 
     from projects.focal_retina.engine import safe_load
     a, b = (safe_load(osp.join(d, 'iter_4.pth')) for d in (one, two))
@@ -200,11 +303,7 @@ def test_test_dev_submission(trained, tiny_shapes, tmp_path):
 
 
 def run_script(*args, env_extra=None):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')
-    }
+    env = tool_env()
     env.update(env_extra or {}, PYTHON=sys.executable, OMP_NUM_THREADS='1')
     proc = subprocess.run(['bash', *args],
                           cwd=ROOT,
@@ -251,11 +350,7 @@ def test_dist_train_and_test_on_cpu(trained, tiny_shapes, tmp_path):
 
 
 def test_dist_launcher_outside_torchrun_is_a_clear_error(tiny_shapes):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
-    }
+    env = tool_env()
     proc = subprocess.run(
         [sys.executable, 'tools/train.py', DEMO, '--launcher', 'pytorch'],
         cwd=ROOT,

@@ -8,7 +8,6 @@ import os.path as osp
 import sys
 from typing import NoReturn, Optional
 
-import torch
 from mmengine.config import Config
 
 
@@ -50,11 +49,18 @@ def check_file(path: Optional[str], what: str) -> None:
         fail(f'{what} {path!r} does not exist')
 
 
-def enable_amp(cfg: Config) -> None:
+def enable_amp(cfg: Config, device: str) -> None:
     """Switches the optimizer wrapper of ``cfg`` to mixed precision.
 
-    CUDA: mmengine's AmpOptimWrapper (float16 with dynamic loss scaling).
-    CPU: our CPUBF16OptimWrapper, because AmpOptimWrapper asserts a GPU.
+    Args:
+        cfg: The config (modified in place).
+        device: The device type the model trains on, e.g. 'cpu' or 'cuda'
+            (the tools pass ``mmengine.device.get_device()``, the device
+            mmengine's Runner moves the model to).
+
+    'cpu': our CPUBF16OptimWrapper (bfloat16 autocast), because
+    AmpOptimWrapper asserts a GPU; any other device: mmengine's
+    AmpOptimWrapper (float16 with dynamic loss scaling).
     """
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper in ('AmpOptimWrapper', 'CPUBF16OptimWrapper'):
@@ -62,8 +68,8 @@ def enable_amp(cfg: Config) -> None:
     if wrapper != 'OptimWrapper':
         fail(f'--amp cannot wrap optim_wrapper.type={wrapper!r}; '
              "expected 'OptimWrapper'")
-    if torch.cuda.is_available():
+    if device == 'cpu':
+        cfg.optim_wrapper.type = 'CPUBF16OptimWrapper'
+    else:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
-    else:
-        cfg.optim_wrapper.type = 'CPUBF16OptimWrapper'

@@ -17,10 +17,28 @@ from mmengine.registry import OPTIM_WRAPPERS
 class CPUBF16OptimWrapper(OptimWrapper):
     """Optimizer wrapper running the forward under CPU bfloat16 autocast.
 
+    CPU autocast leaves operations on other devices alone, so a model on a
+    GPU would silently train in float32: the parameters must be on the CPU
+    (checked here, when the Runner builds the wrapper for a model it has
+    already moved to its device).
+
     Args:
         *args: Passed to :class:`mmengine.optim.OptimWrapper`.
         **kwargs: Passed to :class:`mmengine.optim.OptimWrapper`.
+
+    Raises:
+        ValueError: A parameter of the optimizer is not on the CPU.
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for group in self.optimizer.param_groups:
+            for param in group['params']:
+                if param.device.type != 'cpu':
+                    raise ValueError(
+                        'CPUBF16OptimWrapper autocasts on the CPU, but a '
+                        f'parameter is on {param.device}; use '
+                        "optim_wrapper.type='AmpOptimWrapper' there")
 
     @contextmanager
     def optim_context(self, model: nn.Module):

@@ -90,13 +90,19 @@ def _negative_terms(x: Tensor, scale: Scale, gamma: float, star: bool,
 
 def _fused(pred: Tensor, labels: Tensor, weight: Optional[Tensor],
            gamma: float, alpha: Optional[float], star: bool, beta: float,
-           factor: float, reduce: bool, chunk_size: Optional[int],
+           factor: Scale, reduce: bool, chunk_size: Optional[int],
            need_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
-    """Loss (scalar if ``reduce`` else N x K) and its scaled gradient."""
+    """Loss (scalar if ``reduce`` else N x K) and its scaled gradient.
+
+    Free of host synchronisation (no ``nonzero``, ``.item()`` or
+    ``.tolist()`` on device data), so a CUDA caller is never stalled: the
+    at most one positive of a row is patched through a per-row column
+    index and a mask, and the chunk bounds are Python integers.
+    """
     n, k = pred.shape
     cdtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
-    neg_alpha = 1.0 if alpha is None else 1.0 - alpha
-    pos_alpha = 1.0 if alpha is None else alpha
+    neg_scale = (1.0 if alpha is None else 1.0 - alpha) * factor
+    pos_scale = (1.0 if alpha is None else alpha) * factor
     if chunk_size is not None:
         rows = max(int(chunk_size), 1)
     else:
@@ -113,48 +119,45 @@ def _fused(pred: Tensor, labels: Tensor, weight: Optional[Tensor],
             weight = weight.reshape(n, 1)  # per anchor (RetinaHead)
         else:
             weight = weight.reshape(n, k)  # per element, maybe flattened
-    pos = torch.nonzero(labels < k).squeeze(1)
-    cols = labels[pos]
-    pos_scale = pos_alpha * factor
+    # (N, 1): every row's label column (background rows: any column, the
+    # mask keeps their negative term) and its term as a positive.
+    cols = labels.clamp(0, max(k - 1, 0)).unsqueeze(1)
+    keep = labels.ge(k).unsqueeze(1)  # not a positive
     if weight is not None:
-        pos_w = weight[pos, 0] if weight.size(1) == 1 else weight[pos, cols]
-        pos_scale = pos_w * pos_scale
-    pos_loss = pred.new_empty(pos.shape, dtype=cdtype)
+        w = weight if weight.size(1) == 1 else weight.gather(1, cols)
+        pos_scale = w * pos_scale
+    x_pos = pred.gather(1, cols).to(cdtype) if k else pred.new_empty((n, 0))
+    pos_loss = torch.empty_like(x_pos, dtype=cdtype)
     pos_grad = torch.empty_like(pos_loss) if need_grad else None
-    _negative_terms(-pred[pos, cols].to(cdtype), pos_scale, gamma, star, beta,
-                    pos_loss, pos_grad)
+    _negative_terms(-x_pos, pos_scale, gamma, star, beta, pos_loss, pos_grad)
     if need_grad:
         pos_grad.neg_()
 
     grad = pred.new_empty((n, k), dtype=cdtype) if need_grad else None
     out = None if reduce else pred.new_empty((n, k))
     direct = out is not None and out.dtype == cdtype
-    starts = list(range(0, n, rows))
-    edges = torch.tensor(starts + [n], device=pos.device)
-    bounds = torch.searchsorted(pos, edges).tolist()  # positives per chunk
     sums = []
     if weight is not None and weight.size(1) == 1:
-        weight = weight * (neg_alpha * factor)  # per-row scale, N x 1
-
-    for i, start in enumerate(starts):
+        weight = weight * neg_scale  # per-row scale, N x 1
+    for start in range(0, n if k else 0, rows):  # K = 0: nothing to do
         end = min(start + rows, n)
         x = pred[start:end].to(cdtype)  # a view when already cdtype
         if weight is None:
-            scale = neg_alpha * factor
+            scale = neg_scale
         elif weight.size(1) == 1:
             scale = weight[start:end]
         else:
-            scale = weight[start:end] * (neg_alpha * factor)
+            scale = weight[start:end] * neg_scale
         loss = out[start:end] if direct else torch.empty_like(x)
         g = grad[start:end] if need_grad else None
         _negative_terms(x, scale, gamma, star, beta, loss, g)
-        # Patch this chunk's positives through an index (no one-hot).
-        b0, b1 = bounds[i], bounds[i + 1]
-        if b1 > b0:
-            r, c = pos[b0:b1] - start, cols[b0:b1]
-            loss[r, c] = pos_loss[b0:b1]
-            if need_grad:
-                g[r, c] = pos_grad[b0:b1]
+        # Patch the positives (no one-hot): one element per row.
+        c, kp = cols[start:end], keep[start:end]
+        loss.scatter_(1, c,
+                      torch.where(kp, loss.gather(1, c), pos_loss[start:end]))
+        if need_grad:
+            g.scatter_(1, c,
+                       torch.where(kp, g.gather(1, c), pos_grad[start:end]))
         if reduce:
             sums.append(loss.sum())
         elif not direct:
@@ -188,9 +191,71 @@ class _FocalFamilyFunction(torch.autograd.Function):
         # Handing the buffer over (in place, no extra reference) lets
         # autograd adopt it instead of copying N x K values; on CPU the
         # usual grad_out == 1 skips the multiplication altogether.
-        if grad_out.is_cuda or grad_out.numel() != 1 or grad_out.item() != 1:
+        # (.item() only on the CPU: elsewhere it would wait for the device.)
+        if grad_out.device.type != 'cpu' or grad_out.numel() != 1 or \
+                grad_out.item() != 1:
             grad.mul_(grad_out)
         return grad.to(pred.dtype), None, None, None, None
+
+
+def _dense_loss(pred: Tensor, target: Tensor, gamma: float,
+                alpha: Optional[float], star: bool, beta: float,
+                activated: bool) -> Tensor:
+    """Element losses (N, K) for (N, K) targets in [0, 1], by autograd.
+
+    mmdet's other call forms: one-hot or soft targets (its
+    ``py_sigmoid_focal_loss``) and probabilities instead of logits
+    (``activated``, its ``py_focal_loss_with_prob``). As there,
+    FL = alpha_t (1 - p_t)^gamma BCE(p, t) with 1 - p_t = t (1 - p) +
+    (1 - t) p and alpha_t = alpha t + (1 - alpha) (1 - t): eq. 5 for
+    binary t. Not fused: these forms materialise N x K targets anyway.
+    """
+    t = target.to(pred.dtype)
+    a_pos, a_neg = (1.0, 1.0) if alpha is None else (alpha, 1.0 - alpha)
+    if star:  # eq. 8 for binary t, linear in t in between
+        return (t * a_pos * F.softplus(-(gamma * pred + beta)) +
+                (1 - t) * a_neg * F.softplus(gamma * pred - beta)) / gamma
+    a_t = t * a_pos + (1 - t) * a_neg
+    if activated:
+        # F.binary_cross_entropy written out (logs floored at -100 as
+        # torch does): that function refuses to run under CUDA autocast.
+        bce = -(
+            t * pred.log().clamp(min=-100) +
+            (1 - t) * torch.log1p(-pred).clamp(min=-100))
+        one_minus_pt = t * (1 - pred) + (1 - t) * pred
+        # pt = 1 exactly (p saturated) would give 0 * inf = NaN gradients
+        # for gamma < 1; the floor changes no value above it.
+        mod = one_minus_pt.clamp(min=torch.finfo(pred.dtype).tiny).pow(gamma)
+        return a_t * mod * bce
+    bce = F.binary_cross_entropy_with_logits(pred, t, reduction='none')
+    # log(1 - p_t) = log(t sigmoid(-x) + (1 - t) sigmoid(x)) in log space,
+    # finite with a finite gradient for any logit.
+    log_1m_pt = torch.logaddexp(t.log() + F.logsigmoid(-pred),
+                                (1 - t).log() + F.logsigmoid(pred))
+    return a_t * torch.exp(gamma * log_1m_pt) * bce
+
+
+def _check_values(target: Tensor, lo: float, hi: float, what: str) -> None:
+    """ValueError unless lo <= target <= hi, without stalling a GPU.
+
+    On the CPU the check is exact and cheap. On other devices reading the
+    result back would wait for the device (a host sync per call), so it is
+    queued as a device-side assertion instead: bad values stop the run at
+    the next synchronisation rather than giving a silently wrong loss.
+    """
+    if target.numel() == 0 or target.dtype == torch.bool:
+        return
+    if target.device.type == 'cpu':
+        low, high = torch.aminmax(target)
+        if low.item() < lo or high.item() > hi:
+            raise ValueError(f'{what} must be in [{lo}, {hi}], got '
+                             f'[{low.item()}, {high.item()}]')
+    else:
+        ok = ((target >= lo) & (target <= hi)).all()
+        try:
+            torch._assert_async(ok, f'{what} must be in [{lo}, {hi}]')
+        except (NotImplementedError, RuntimeError, TypeError):
+            torch._assert_async(ok)  # a build without the message variant
 
 
 def focal_family_loss(pred: Tensor,
@@ -203,14 +268,22 @@ def focal_family_loss(pred: Tensor,
                       reduction: str = 'mean',
                       avg_factor: Optional[Union[float, Tensor]] = None,
                       loss_weight: float = 1.0,
-                      chunk_size: Optional[int] = None) -> Tensor:
+                      chunk_size: Optional[int] = None,
+                      activated: bool = False) -> Tensor:
     """Sigmoid focal loss (eq. 5), alpha-balanced CE (eq. 3) or FL* (eq. 8).
 
+    Accepts the call forms of mmdet 3.3's ``FocalLoss``: integer labels
+    (the fused path), one-hot / soft (N, K) targets and, with
+    ``activated``, probabilities instead of logits with either kind of
+    target (both computed as mmdet does).
+
     Args:
-        pred (Tensor): Logits of shape (N, K); float32, float16, bfloat16
-            or float64 (half inputs are computed in float32).
-        target (Tensor): Integer labels of shape (N,) in [0, K]; K is
-            background (mmdet convention).
+        pred (Tensor): Logits of shape (N, K) (probabilities in [0, 1] if
+            ``activated``); float32, float16, bfloat16 or float64 (half
+            inputs are computed in float32 on the fused path).
+        target (Tensor): Integer labels of shape (N,) in [0, K], K being
+            background (mmdet convention), or targets of shape (N, K) in
+            [0, 1] (one-hot or soft, any dtype).
         weight (Tensor, optional): Per-anchor (N,) or per-element (N, K)
             (or flattened N*K) weights, e.g. 0 for ignored anchors. Treated
             as a constant (no gradient).
@@ -222,41 +295,67 @@ def focal_family_loss(pred: Tensor,
         reduction (str): 'none' (N, K), 'mean' or 'sum', as in mmdet.
         avg_factor (float | Tensor, optional): With 'mean', the sum is
             divided by ``avg_factor + eps`` (mmdet's weight_reduce_loss);
-            ignored with 'none'; an error with 'sum'.
+            ignored with 'none'; an error with 'sum'. A tensor on the
+            device stays there (no host sync).
         loss_weight (float): Multiplier of the loss.
         chunk_size (int, optional): Rows per fused pass; None: about
             160k elements per chunk on CPU, 16M on CUDA.
+        activated (bool): ``pred`` holds probabilities (mmdet's
+            ``activated=True``); not with ``star`` (FL* needs logits).
 
     Returns:
         Tensor: (N, K) loss in pred's dtype for 'none', else a scalar
-        (float32 for half inputs, so that sums cannot overflow). 'mean'
-        over an empty input is 0 (not NaN).
+        (float32 for half inputs on the fused path, so that sums cannot
+        overflow). 'mean' over an empty input is 0 (not NaN).
+
+    Raises:
+        ValueError: Bad hyper-parameters, shapes, dtypes or (on the CPU;
+            elsewhere a device-side assertion) target values.
     """
     _check_params(gamma, alpha, star, star_beta, reduction)
-    if pred.dim() != 2 or target.shape != pred.shape[:1]:
-        raise ValueError('expected pred (N, K) and integer labels (N,), got '
-                         f'{tuple(pred.shape)} and {tuple(target.shape)}')
-    if target.dtype.is_floating_point or target.dtype == torch.bool:
-        raise ValueError(f'target must hold integer labels, got '
-                         f'{target.dtype}')
+    if star and activated:
+        raise ValueError('FL* (star=True) is defined on logits (eq. 7), '
+                         'so activated must be False')
+    dense = target.dim() == 2
+    if pred.dim() != 2 or target.shape not in (pred.shape, pred.shape[:1]):
+        raise ValueError('expected pred (N, K) with integer labels (N,) or '
+                         f'targets (N, K), got {tuple(pred.shape)} and '
+                         f'{tuple(target.shape)}')
     n, k = pred.shape
-    if n > 0:
-        lo, hi = torch.aminmax(target)
-        if lo.item() < 0 or hi.item() > k:
-            raise ValueError(f'labels must be in [0, {k}] ({k} = '
-                             f'background), got [{lo.item()}, {hi.item()}]')
+    if not dense and (target.dtype.is_floating_point
+                      or target.dtype == torch.bool):
+        raise ValueError('target of shape (N,) must hold integer labels, '
+                         f'got {target.dtype}')
     if weight is not None and weight.numel() not in (n, n * k):
         raise ValueError(f'weight must have N={n} or N*K={n * k} elements,'
                          f' got shape {tuple(weight.shape)}')
+    if reduction == 'sum' and avg_factor is not None:
+        raise ValueError('avg_factor can not be used with reduction="sum"')
+    if dense:
+        _check_values(target, 0, 1, 'targets (N, K)')
+    else:
+        _check_values(target, 0, k, f'labels ({k} = background)')
+    if activated:
+        _check_values(pred.detach(), 0, 1, 'activated pred (probabilities)')
+    cdtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
     factor = float(loss_weight)
     if reduction == 'mean':
-        if avg_factor is not None:
+        if avg_factor is None:
+            factor /= max(n * k, 1)
+        elif isinstance(avg_factor, Tensor) and avg_factor.device.type != \
+                'cpu':  # float() would wait for the device
+            factor = factor / (avg_factor.to(cdtype) + _EPS)
+        else:
             factor /= float(avg_factor) + _EPS
-        elif n * k > 0:
-            factor /= n * k
-    elif reduction == 'sum' and avg_factor is not None:
-        raise ValueError('avg_factor can not be used with reduction="sum"')
     reduce = reduction != 'none'
+    if dense or activated:
+        if not dense:  # mmdet one-hot encodes labels for probabilities
+            target = labels_to_onehot(target, k)
+        loss = _dense_loss(
+            pred.to(cdtype), target, gamma, alpha, star, float(star_beta),
+            activated)
+        loss = _weight_reduce(loss, weight, factor, reduce)
+        return loss if reduce else loss.to(pred.dtype)
     params = (gamma, alpha, star, float(star_beta), factor, reduce, chunk_size)
     # Skip the gradient under no_grad or for a constant pred (inference).
     need_grad = pred.requires_grad and torch.is_grad_enabled()
@@ -264,18 +363,37 @@ def focal_family_loss(pred: Tensor,
                                       params, need_grad)
 
 
+def labels_to_onehot(labels: Tensor, num_classes: int) -> Tensor:
+    """(N,) labels in [0, K] to an (N, K) 0/1 matrix (K: an all-zero row)."""
+    return labels.unsqueeze(1) == torch.arange(
+        num_classes, device=labels.device)
+
+
+def _weight_reduce(loss: Tensor, weight: Optional[Tensor], factor: Scale,
+                   reduce: bool) -> Tensor:
+    """mmdet's weight reshaping and weight_reduce_loss, ``factor`` holding
+    loss_weight / denominator; a sum over nothing is 0, not NaN."""
+    if weight is not None:
+        n = loss.size(0)
+        weight = weight.reshape(n, 1 if weight.numel() == n else -1)
+        loss = loss * weight.to(loss.dtype)
+    return (loss.sum() if reduce else loss) * factor
+
+
 @MODELS.register_module()
 class FocalFamilyLoss(nn.Module):
     """FL / alpha-balanced CE / FL* for mmdet heads (e.g. RetinaHead).
 
-    A drop-in for mmdet's ``FocalLoss`` (same call convention) computed by
-    :func:`focal_family_loss` with closed-form gradients (appendix B).
+    A drop-in for mmdet's ``FocalLoss`` (same arguments and call forms)
+    computed by :func:`focal_family_loss`; integer labels take the fused
+    path with closed-form gradients (appendix B).
 
     Args:
         use_sigmoid (bool): Must be True (sigmoid classifier, section 4).
-        gamma, alpha, star, star_beta, reduction, loss_weight, chunk_size:
-            As in :func:`focal_family_loss`; hyper-parameters are checked
-            here (ValueError). Defaults: FL with gamma=2, alpha=0.25.
+        gamma, alpha, star, star_beta, reduction, loss_weight, chunk_size,
+        activated: As in :func:`focal_family_loss`; hyper-parameters are
+            checked here (ValueError). Defaults: FL with gamma=2,
+            alpha=0.25, on logits.
     """
 
     def __init__(self,
@@ -286,7 +404,8 @@ class FocalFamilyLoss(nn.Module):
                  star_beta: float = 0.0,
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
-                 chunk_size: Optional[int] = None) -> None:
+                 chunk_size: Optional[int] = None,
+                 activated: bool = False) -> None:
         super().__init__()
         if use_sigmoid is not True:
             raise ValueError('FocalFamilyLoss only supports the sigmoid '
@@ -295,6 +414,9 @@ class FocalFamilyLoss(nn.Module):
         if chunk_size is not None and not chunk_size >= 1:
             raise ValueError(f'chunk_size must be None or >= 1, got '
                              f'chunk_size={chunk_size!r}')
+        if star and activated:
+            raise ValueError('FL* (star=True) is defined on logits (eq. 7),'
+                             f' got activated={activated!r}')
         self.use_sigmoid = use_sigmoid
         self.gamma = float(gamma)
         self.alpha = None if alpha is None else float(alpha)
@@ -303,6 +425,7 @@ class FocalFamilyLoss(nn.Module):
         self.reduction = reduction
         self.loss_weight = loss_weight
         self.chunk_size = chunk_size
+        self.activated = activated
 
     def forward(self,
                 pred: Tensor,
@@ -322,9 +445,11 @@ class FocalFamilyLoss(nn.Module):
             reduction=reduction_override or self.reduction,
             avg_factor=avg_factor,
             loss_weight=self.loss_weight,
-            chunk_size=self.chunk_size)
+            chunk_size=self.chunk_size,
+            activated=self.activated)
 
     def extra_repr(self) -> str:
         """Hyper-parameters shown by ``print(module)``."""
         return (f'gamma={self.gamma}, alpha={self.alpha}, star={self.star}, '
-                f'star_beta={self.star_beta}, reduction={self.reduction}')
+                f'star_beta={self.star_beta}, reduction={self.reduction}, '
+                f'activated={self.activated}')
