@@ -362,7 +362,7 @@ def test_collect_results_feeds_paper_table(tiny_work, tmp_path):
             '-0.5 |') in text
     assert ('| `configs/ablations/retina_r50_fpn_600_1x.py` | 34.0 '
             '(minival) | 34.1 | +0.1 |') in text
-    assert '| `retina_r18_fpn_shapes.py` | — |' in text
+    assert '| `retina_r18_fpn_shapes.py` (demo) | — |' in text
     with open(js) as f:
         assert json.load(f) == {
             'configs/retina_r50_fpn_1x.py': 35.2,

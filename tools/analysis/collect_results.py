@@ -161,7 +161,8 @@ def markdown(rows: List[dict], results: Dict[str, Result], others: dict,
                      f'{delta} | {ours[1] if ours else ""} |')
     for work_dir, (ap, source) in others.items():
         name = osp.basename(dumped_config(work_dir))
-        lines.append(f'| `{name}` | — | {ap:.1f} | — | {source} in '
+        label = f'`{name}` ({osp.basename(osp.normpath(work_dir))})'
+        lines.append(f'| {label} | — | {ap:.1f} | — | {source} in '
                      f'{work_dir} |')
     return '\n'.join(lines) + '\n'
 

@@ -29,6 +29,8 @@ PAPER_OTHERS = {
     'DSSD513': (33.2, 156),
     'FPN FRCN': (36.2, 172)
 }
+# Label offsets (points) keeping the legend's close neighbours apart.
+_OFFSETS = {'SSD321': (-42, -3), 'R-FCN': (-34, 2), 'FPN FRCN': (4, 2)}
 
 
 def plot_figure2(rows: List[dict], results: Dict[str, float], path: str,
@@ -48,18 +50,21 @@ def plot_figure2(rows: List[dict], results: Dict[str, float], path: str,
         ax.annotate(
             name, (ms, ap),
             textcoords='offset points',
-            xytext=(4, -10),
+            xytext=_OFFSETS.get(name, (4, -10)),
             fontsize=7)
-    ours = [(r['ms_median'], results[r['key']], r['key']) for r in rows
-            if r['key'] in results]
+    ours = sorted((r['ms_median'], results[r['key']], r['key']) for r in rows
+                  if r['key'] in results)
     if ours:
         ax.plot([o[0] for o in ours], [o[1] for o in ours],
-                's',
+                's-',
                 color='tab:green',
-                label=f'ours ({device})')
+                label=f'ours ({device}; AP on its own data)')
         for ms, ap, key in ours:
+            config, _, scale = key.partition('@')
+            name = f'{scale} px' if scale else \
+                osp.splitext(osp.basename(config))[0]
             ax.annotate(
-                osp.basename(key), (ms, ap),
+                name, (ms, ap),
                 fontsize=7,
                 textcoords='offset points',
                 xytext=(4, 4))
@@ -70,7 +75,7 @@ def plot_figure2(rows: List[dict], results: Dict[str, float], path: str,
         ax.set_xscale('log')  # CPU times next to the paper's GPU ones
     ax.set(
         xlabel='inference time (ms)',
-        ylabel='COCO AP',
+        ylabel='AP',
         title='Figure 2: speed vs accuracy')
     ax.grid(alpha=0.3)
     ax.legend(loc='lower right', fontsize='small')

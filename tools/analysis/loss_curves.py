@@ -124,7 +124,7 @@ def plot_variants(path: str, derivative: bool, dpi: int) -> None:
         ax.plot(xt, d if derivative else loss, label=label, linewidth=1.5)
     if derivative:
         ax.set(
-            ylim=(-1.05, 0.05),
+            ylim=(-1.2, 0.05),
             ylabel='dL / dx',
             title='Figure 6: derivatives w.r.t. x (y = +1, autograd)')
     else:
