@@ -88,6 +88,13 @@ def _negative_terms(x: Tensor, scale: Scale, gamma: float, star: bool,
         grad.addcmul_(torch.rsub(p, 1), loss, value=gamma)
 
 
+def _patch(buf: Tensor, cols: Tensor, keep: Tensor, pos: Tensor) -> None:
+    """Writes the positives' terms ``pos`` (R, 1) into ``buf`` (R, K) at
+    ``cols`` (R, 1), except in the rows ``keep`` marks: no one-hot matrix
+    and no host sync (a mask rather than a list of positive rows)."""
+    buf.scatter_(1, cols, torch.where(keep, buf.gather(1, cols), pos))
+
+
 def _fused(pred: Tensor, labels: Tensor, weight: Optional[Tensor],
            gamma: float, alpha: Optional[float], star: bool, beta: float,
            factor: Scale, reduce: bool, chunk_size: Optional[int],
@@ -151,18 +158,18 @@ def _fused(pred: Tensor, labels: Tensor, weight: Optional[Tensor],
         loss = out[start:end] if direct else torch.empty_like(x)
         g = grad[start:end] if need_grad else None
         _negative_terms(x, scale, gamma, star, beta, loss, g)
-        # Patch the positives (no one-hot): one element per row.
-        c, kp = cols[start:end], keep[start:end]
-        loss.scatter_(1, c,
-                      torch.where(kp, loss.gather(1, c), pos_loss[start:end]))
-        if need_grad:
-            g.scatter_(1, c,
-                       torch.where(kp, g.gather(1, c), pos_grad[start:end]))
+        if reduce or not direct:  # the loss chunk is not kept: patch now
+            _patch(loss, cols[start:end], keep[start:end], pos_loss[start:end])
         if reduce:
             sums.append(loss.sum())
         elif not direct:
             out[start:end] = loss  # cast to the half-precision output
+    # Kept buffers are patched once (fewer, larger ops than per chunk).
+    if need_grad and k:
+        _patch(grad, cols, keep, pos_grad)
     if not reduce:
+        if direct and k:
+            _patch(out, cols, keep, pos_loss)
         return out, grad
     # float32 chunk sums (pairwise, accurate), added up in float64.
     total = torch.stack(sums).double().sum() if sums else pred.new_zeros(())
