@@ -4,6 +4,14 @@ _base_ = [
     'mmdet::_base_/datasets/coco_detection.py',
     '_base_/schedules/schedule_135k.py', '_base_/default_runtime.py'
 ]
+# mmdet's CocoDataset and CocoMetric, reporting instead of failing: bad
+# boxes dropped or clipped with counts, missing/unreadable images excluded
+# by name, AP 0 (with a warning) when nothing is detected (the training
+# set's CheckedCocoDataset is set with its pipeline below).
+val_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='ZeroIfEmptyCocoMetric')
+test_evaluator = val_evaluator
 
 model = dict(
     backbone=dict(
@@ -22,4 +30,5 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs')
 ]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+train_dataloader = dict(
+    dataset=dict(type='CheckedCocoDataset', pipeline=train_pipeline))

@@ -66,3 +66,20 @@ def voc100() -> str:
             pytest.fail(msg + ' (FOCAL_RETINA_REQUIRE_VOC100=1)')
         pytest.skip(msg)
     return VOC100
+
+
+@pytest.fixture(autouse=True)
+def isolated_default_scope():
+    """Each test starts and ends with the registry scope it found.
+
+    mmengine's ``Runner`` creates a ``DefaultScope`` (``'mmengine'`` unless
+    the config says otherwise) that stays current for the whole process;
+    after a test builds such a Runner, ``MODELS.build`` in a later test
+    looks in mmengine's root registry and cannot find our components, so
+    the outcome would depend on test order.
+    """
+    from mmengine.registry import DefaultScope
+    saved = dict(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)

@@ -3,6 +3,7 @@
     python tools/infer.py CONFIG CHECKPOINT INPUT [INPUT ...] [--score-thr 0.5]
         [--classes person chair] [--out-dir DIR] [--detections FILE]
         [--grid detections.png] [--max-frames N] [--device cpu]
+        [--tile 800 [--overlap 0.2]]
 
 An INPUT is an image, a folder (its images and videos, in name order; other
 files are skipped with a note), a glob in quotes (``'photos/**/*.jpg'``), a
@@ -15,6 +16,12 @@ frame by frame into an annotated ``DIR/vis/<stem>.mp4`` (camera: until
 score, box x1 y1 x2 y2 in pixels of the input) is written to one file,
 ``DIR/detections.json`` by default, CSV if ``--detections`` ends in .csv.
 ``--grid`` also tiles the drawn images into one picture.
+
+``--tile 800 --overlap 0.2`` runs the detector on overlapping 800 px
+windows of each image (or frame) and merges their boxes
+(``projects.focal_retina.inference.tiling``): for photos much larger than
+the training size, whose objects would shrink below the smallest anchors
+if the whole photo were resized to the model's input.
 
 An image or video that cannot be read is named and the others go on; the
 exit status is 0 when every input was read, 1 when some could not be, 2 on
@@ -83,6 +90,20 @@ def parse_args() -> argparse.Namespace:
         'into this one image file')
     parser.add_argument(
         '--max-frames', type=int, help='stop a video or camera after N')
+    parser.add_argument(
+        '--tile',
+        type=int,
+        help='run on overlapping windows of this many pixels and merge')
+    parser.add_argument(
+        '--overlap',
+        type=float,
+        default=0.2,
+        help='with --tile: fraction of the window shared by neighbours')
+    parser.add_argument(
+        '--tile-nms',
+        type=float,
+        default=0.5,
+        help='with --tile: IoU threshold of the NMS merging the windows')
     parser.add_argument(
         '--device',
         default=None,
@@ -158,6 +179,8 @@ class Detector:
             show_progress=False)
         self.classes = list(self.inferencer.model.dataset_meta['classes'])
         self.thr = args.score_thr
+        self.tile = args.tile
+        self.overlap, self.tile_nms = args.overlap, args.tile_nms
         self.keep_labels = None
         if args.classes:
             unknown = [c for c in args.classes if c not in self.classes]
@@ -169,9 +192,12 @@ class Detector:
     def __call__(self, bgr: np.ndarray):
         """(raw DetDataSample, kept pred_instances sorted by score)."""
         import torch
-        sample = self.inferencer(
-            bgr, return_datasamples=True, no_save_vis=True,
-            no_save_pred=True)['predictions'][0]
+        if self.tile:
+            from projects.focal_retina.inference import detect_tiled
+            sample = detect_tiled(self.predict, bgr, self.tile, self.overlap,
+                                  self.tile_nms)
+        else:
+            sample = self.predict(bgr)
         inst = sample.pred_instances
         keep = inst.scores >= self.thr
         if self.keep_labels is not None:
@@ -180,6 +206,12 @@ class Detector:
                 torch.tensor(self.keep_labels).to(inst.labels.device))
         kept = inst[keep]
         return sample, kept[kept.scores.argsort(descending=True)]
+
+    def predict(self, bgr: np.ndarray):
+        """The model's DetDataSample for one BGR image."""
+        return self.inferencer(
+            bgr, return_datasamples=True, no_save_vis=True,
+            no_save_pred=True)['predictions'][0]
 
     def draw(self,
              rgb: np.ndarray,
@@ -316,6 +348,12 @@ def main() -> None:
     check_file(args.checkpoint, 'checkpoint')
     if not 0 <= args.score_thr <= 1:
         fail(f'--score-thr {args.score_thr}: expected a value in [0, 1]')
+    if args.tile is not None and args.tile < 1:
+        fail(f'--tile {args.tile}: expected a window size of at least 1 px')
+    if not 0 <= args.overlap < 1:
+        fail(f'--overlap {args.overlap}: expected a value in [0, 1)')
+    if not 0 < args.tile_nms <= 1:
+        fail(f'--tile-nms {args.tile_nms}: expected a value in (0, 1]')
     if args.max_frames is not None and args.max_frames < 1:
         fail(f'--max-frames {args.max_frames}: expected at least 1')
     detections = args.detections or osp.join(args.out_dir, 'detections.json')

@@ -17,8 +17,8 @@ from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from projects.focal_retina.engine.cli import (check_file, fail, load_config,
-                                              set_work_dir)
+from projects.focal_retina.engine.cli import (check_dataset_paths, check_file,
+                                              fail, load_config, set_work_dir)
 from projects.focal_retina.engine.distributed import setup_cpu_distributed
 
 
@@ -92,6 +92,7 @@ def main() -> None:
     cfg.load_from = args.checkpoint
     if args.test_dev:
         use_test_dev(cfg, args.test_dev)
+    check_dataset_paths(cfg, ('test', ))
     if args.show_dir:
         hook = cfg.default_hooks.get('visualization')
         if hook is None:

@@ -14,11 +14,15 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmengine.config import DictAction
 from mmengine.device import get_device
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
-from projects.focal_retina.engine.cli import (check_file, enable_amp, fail,
-                                              load_config, set_work_dir)
+from projects.focal_retina.engine.cli import (add_safety_hooks,
+                                              check_dataset_paths, check_file,
+                                              enable_amp, fail, load_config,
+                                              set_work_dir)
 from projects.focal_retina.engine.distributed import setup_cpu_distributed
+from projects.focal_retina.engine.hooks import (CheckpointMismatchError,
+                                                NonFiniteLossError)
+from projects.focal_retina.engine.runner import FocalRetinaRunner
 
 
 def parse_args() -> argparse.Namespace:
@@ -83,9 +87,16 @@ def main() -> None:
         check_file(args.resume, '--resume checkpoint')
         cfg.resume = True
         cfg.load_from = args.resume
+    add_safety_hooks(cfg)
+    check_dataset_paths(cfg, ('train', 'val') if cfg.get('val_cfg') else
+                        ('train', ))
     runner = (
-        RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg))
-    runner.train()
+        RUNNERS.build(cfg)
+        if 'runner_type' in cfg else FocalRetinaRunner.from_cfg(cfg))
+    try:
+        runner.train()
+    except (NonFiniteLossError, CheckpointMismatchError) as exc:
+        fail(str(exc))
 
 
 if __name__ == '__main__':

@@ -4,6 +4,12 @@ _base_ = 'mmdet::_base_/default_runtime.py'
 
 custom_imports = dict(
     imports=['projects.focal_retina'], allow_failed_imports=False)
+# SafeCheckpointHook: mmengine's CheckpointHook, deleting the oldest
+# checkpoint after the new one is written (not before).
 default_hooks = dict(
-    checkpoint=dict(by_epoch=False, interval=10000, max_keep_ckpts=3))
+    checkpoint=dict(
+        type='SafeCheckpointHook',
+        by_epoch=False,
+        interval=10000,
+        max_keep_ckpts=3))
 log_processor = dict(by_epoch=False)

@@ -85,15 +85,26 @@ def test_all_leaf_configs_found():
     } <= names
 
 
+def mm_inputs(shapes, num_items, num_classes):
+    """mmdet's demo inputs; its labels are drawn from [1, num_classes), so
+    a one-class model (the own-data recipe) gets labels 1, mapped to 0."""
+    inputs = demo_mm_inputs(
+        len(shapes),
+        shapes,
+        num_items=num_items,
+        num_classes=max(num_classes, 2))
+    if num_classes == 1:
+        for sample in inputs['data_samples']:
+            sample.gt_instances.labels.zero_()
+    return inputs
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=IDS)
 def test_config_modes(path):
     torch.manual_seed(0)
     model, cfg = build_model(path)
     num_classes = cfg.model.bbox_head.num_classes
-    inputs = demo_mm_inputs(
-        2, [[3, 96, 128], [3, 96, 128]],
-        num_items=[3, 0],
-        num_classes=num_classes)
+    inputs = mm_inputs([[3, 96, 128], [3, 96, 128]], [3, 0], num_classes)
     data = model.data_preprocessor(inputs, True)
 
     model.train()
@@ -105,8 +116,7 @@ def test_config_modes(path):
     loss.backward()
 
     # an image without boxes: no box loss, but a classification loss
-    empty = demo_mm_inputs(
-        1, [[3, 96, 128]], num_items=[0], num_classes=num_classes)
+    empty = mm_inputs([[3, 96, 128]], [0], num_classes)
     losses = model.forward(**model.data_preprocessor(empty, True), mode='loss')
     assert sum(losses['loss_bbox']) == 0
     assert sum(losses['loss_cls']) > 0

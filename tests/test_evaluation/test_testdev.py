@@ -50,3 +50,18 @@ def test_invalid_submission_names_the_problem(tmp_path, dets, match):
 def test_too_many_per_image(tmp_path):
     with pytest.raises(ValueError, match='image 1 has 3 detections'):
         check(tmp_path, [det()] * 3, max_per_img=2)
+
+
+@pytest.mark.parametrize('dets,match', [
+    ([det(score=float('nan'))], r'score=nan, expected a finite number'),
+    ([det(bbox=(1, float('inf'), 3, 4))], r'y=inf, expected a finite'),
+    ([det(bbox=(float('-inf'), 2, 3, 4))], r'x=-inf, expected a finite'),
+    ([det(), det(bbox=(1, 2, float('nan'), 4))], r'detection 1 .*w=nan'),
+    ([det(score='0.5')], r"score='0.5', expected a finite number"),
+])
+def test_non_finite_values_are_refused(tmp_path, dets, match):
+    """json.dump writes NaN/inf as NaN/Infinity, which the server rejects
+    (and json.load reads back without complaint)."""
+    assert 'NaN' in json.dumps(det(score=float('nan')))
+    with pytest.raises(ValueError, match=match):
+        check(tmp_path, dets)

@@ -48,8 +48,9 @@ val_dataloader = dict(
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
+# mmdet's CocoMetric, but AP 0 (with a warning) when nothing is detected.
 val_evaluator = dict(
-    type='CocoMetric',
+    type='ZeroIfEmptyCocoMetric',
     ann_file=data_root + 'annotations/val.json',
     metric='bbox')
 test_evaluator = val_evaluator

@@ -1,8 +1,9 @@
+from .checked_coco import AnnotationError, CheckedCocoDataset
 from .synthetic_shapes import (SHAPE_CLASSES, ShapesSpec,
                                SyntheticShapesDataset, generate_shapes_dataset,
                                render_image)
 
 __all__ = [
-    'SHAPE_CLASSES', 'ShapesSpec', 'SyntheticShapesDataset',
-    'generate_shapes_dataset', 'render_image'
+    'AnnotationError', 'CheckedCocoDataset', 'SHAPE_CLASSES', 'ShapesSpec',
+    'SyntheticShapesDataset', 'generate_shapes_dataset', 'render_image'
 ]

@@ -21,15 +21,16 @@ from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
-from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
+
+from .checked_coco import CheckedCocoDataset
 
 SHAPE_CLASSES = ('circle', 'square', 'triangle', 'cross')
 SPLITS = ('train', 'val')
 
 
 @DATASETS.register_module()
-class SyntheticShapesDataset(CocoDataset):
+class SyntheticShapesDataset(CheckedCocoDataset):
     """COCO dataset with the classes of :func:`generate_shapes_dataset`."""
 
     METAINFO = {

@@ -2,11 +2,16 @@ from . import config_cache  # noqa: F401  (faster mmdet:: bases)
 from .checkpoint import (UntrustedCheckpointError, allow_checkpoint_globals,
                          safe_load)
 from .distributed import CPUAwareDistributedDataParallel, setup_cpu_distributed
+from .hooks import (CheckpointCompatibilityHook, CheckpointMismatchError,
+                    NonFiniteGuardHook, NonFiniteLossError, SafeCheckpointHook)
 from .optim_wrapper import CPUBF16OptimWrapper
+from .runner import FocalRetinaRunner
 from .schedulers import BudgetLinearLR, BudgetMultiStepLR
 
 __all__ = [
-    'BudgetLinearLR', 'BudgetMultiStepLR', 'CPUAwareDistributedDataParallel',
-    'CPUBF16OptimWrapper', 'UntrustedCheckpointError',
+    'BudgetLinearLR', 'BudgetMultiStepLR', 'CheckpointCompatibilityHook',
+    'CheckpointMismatchError', 'CPUAwareDistributedDataParallel',
+    'CPUBF16OptimWrapper', 'FocalRetinaRunner', 'NonFiniteGuardHook',
+    'NonFiniteLossError', 'SafeCheckpointHook', 'UntrustedCheckpointError',
     'allow_checkpoint_globals', 'safe_load', 'setup_cpu_distributed'
 ]

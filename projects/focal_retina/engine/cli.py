@@ -30,6 +30,14 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
             cfg.merge_from_dict(cfg_options)
         except Exception as exc:
             fail(f'bad --cfg-options {cfg_options}: {exc}')
+    if 'model' in cfg:
+        from mmdet.registry import MODELS, TASK_UTILS
+
+        from projects.focal_retina.utils.arguments import check_config_types
+        try:
+            check_config_types(cfg.model, [MODELS, TASK_UTILS])
+        except KeyError as exc:
+            fail(f'config {path!r}: {exc.args[0]}')
     return cfg
 
 
@@ -41,6 +49,65 @@ def set_work_dir(cfg: Config, work_dir: Optional[str],
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config_path))[0])
+
+
+def add_safety_hooks(cfg: Config) -> None:
+    """Adds the NaN guard and the checkpoint-fit check to ``cfg``'s
+    ``custom_hooks`` unless the config configures them itself (a config's
+    ``custom_hooks`` list replaces its base's, so they are added here rather
+    than in a base config)."""
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    types = {h.get('type') for h in hooks if isinstance(h, dict)}
+    for name in ('NonFiniteGuardHook', 'CheckpointCompatibilityHook'):
+        if name not in types:
+            hooks.append(dict(type=name))
+    cfg.custom_hooks = hooks
+
+
+def _dataset_of(loader_cfg) -> Optional[dict]:
+    """The innermost dataset config of a dataloader (through wrappers such
+    as RepeatDataset / ClassBalancedDataset)."""
+    dataset = loader_cfg.get('dataset') if loader_cfg else None
+    while isinstance(dataset, dict) and isinstance(
+            dataset.get('dataset'), dict):
+        dataset = dataset['dataset']
+    return dataset if isinstance(dataset, dict) else None
+
+
+def check_dataset_paths(cfg: Config, splits) -> None:
+    """Fails with one line naming the missing annotation file or image
+    folder and the config key to fix (mmdet would raise
+    ``FileNotFoundError(2, 'No such file or directory')`` without the path,
+    from inside a dataloader worker).
+
+    Args:
+        cfg: The resolved config.
+        splits: Dataloader prefixes to check, e.g. ``('train', 'val')``.
+    """
+    for split in splits:
+        key = f'{split}_dataloader.dataset'
+        dataset = _dataset_of(cfg.get(f'{split}_dataloader'))
+        if dataset is None:
+            continue
+        root = dataset.get('data_root') or ''
+        ann = dataset.get('ann_file')
+        if ann and '://' not in ann:
+            path = osp.join(root, ann)
+            if not osp.isfile(path):
+                fail(f'{key}.ann_file: annotation file {path!r} does not '
+                     f'exist (data_root={root!r}, ann_file={ann!r})')
+        img = (dataset.get('data_prefix') or {}).get('img')
+        if img is not None and '://' not in img:
+            path = osp.join(root, img)
+            if not osp.isdir(path):
+                fail(f'{key}.data_prefix.img: image folder {path!r} does not '
+                     f'exist (data_root={root!r}, data_prefix.img={img!r})')
+        evaluator = cfg.get(f'{split}_evaluator')
+        for ev in evaluator if isinstance(evaluator, list) else [evaluator]:
+            ev_ann = ev.get('ann_file') if isinstance(ev, dict) else None
+            if ev_ann and '://' not in ev_ann and not osp.isfile(ev_ann):
+                fail(f'{split}_evaluator.ann_file: annotation file '
+                     f'{ev_ann!r} does not exist')
 
 
 def check_file(path: Optional[str], what: str) -> None:

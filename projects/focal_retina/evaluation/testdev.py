@@ -8,6 +8,7 @@ image-info file before the run finishes, so that a wrong category mapping or
 a missing image is caught here rather than after an upload.
 """
 import json
+import math
 import os
 import os.path as osp
 import re
@@ -58,7 +59,16 @@ def validate_submission(result_file: str,
             raise ValueError(f'{where}: category_id is not one of the '
                              f'{len(cat_ids)} ids of {image_info_file}')
         box = det['bbox']
-        if len(box) != 4 or box[2] < 0 or box[3] < 0:
+        if not isinstance(box, list) or len(box) != 4:
+            raise ValueError(f'{where}: expected bbox [x, y, w, h]')
+        # json.dump writes NaN/inf as NaN/Infinity (not JSON), which the
+        # server rejects; json.load reads them back as floats.
+        for key, v in zip(('x', 'y', 'w', 'h', 'score'), [*box, det['score']]):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) \
+                    or not math.isfinite(v):
+                raise ValueError(f'{where}: {key}={v!r}, expected a finite '
+                                 'number')
+        if box[2] < 0 or box[3] < 0:
             raise ValueError(f'{where}: expected bbox [x, y, w, h], w, h>=0')
     per_image = Counter(det['image_id'] for det in dets)
     image_id, most = per_image.most_common(1)[0]

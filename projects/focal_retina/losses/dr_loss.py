@@ -55,6 +55,8 @@ from mmdet.registry import MODELS
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ..utils.arguments import check_arguments
+
 GROUPINGS = ('per_batch', 'per_image')
 _REDUCTIONS = ('none', 'mean', 'sum')
 # Elements per chunk, as in focal_loss.py: a CPU chunk and its three
@@ -380,6 +382,7 @@ def dr_loss(pred: Tensor,
 
 
 @MODELS.register_module()
+@check_arguments
 class DRLoss(nn.Module):
     """The DR loss as ``loss_cls`` of a RetinaNet head (Qian et al. 2020).
 

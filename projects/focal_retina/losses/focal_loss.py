@@ -17,6 +17,8 @@ from mmdet.registry import MODELS
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ..utils.arguments import check_arguments
+
 # mmdet's weight_reduce_loss divides by (avg_factor + eps); keep it so the
 # values match mmdet exactly and avg_factor=0 does not divide by zero.
 _EPS = torch.finfo(torch.float32).eps
@@ -388,6 +390,7 @@ def _weight_reduce(loss: Tensor, weight: Optional[Tensor], factor: Scale,
 
 
 @MODELS.register_module()
+@check_arguments
 class FocalFamilyLoss(nn.Module):
     """FL / alpha-balanced CE / FL* for mmdet heads (e.g. RetinaHead).
 

@@ -39,6 +39,8 @@ from mmdet.structures.bbox import cat_boxes, get_box_tensor
 from mmdet.utils import InstanceList, OptInstanceList
 from torch import Tensor
 
+from ..utils.arguments import check_arguments
+
 NORMALIZERS = ('global', 'per_gpu')
 _CLS_CONV = 'retina_cls'
 
@@ -116,6 +118,7 @@ def _check_init_cfg(init_cfg, bias: float) -> bool:
 
 
 @MODELS.register_module()
+@check_arguments
 class FocalRetinaHead(RetinaHead):
     """RetinaNet head with the paper's normaliser and a prior switch.
 

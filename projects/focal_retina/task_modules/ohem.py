@@ -89,6 +89,8 @@ from mmdet.registry import TASK_UTILS
 from mmdet.structures.bbox import get_box_tensor
 from torch import Tensor, nn
 
+from ..utils.arguments import check_arguments
+
 AVG_FACTORS = ('num_pos', 'num_kept')
 
 
@@ -203,6 +205,7 @@ def _decided(num_pos: int, num_neg: int, pos_left: bool, batch_size: int,
 
 
 @TASK_UTILS.register_module()
+@check_arguments
 class OneStageOHEMSampler(PseudoSampler):
     """OHEM / OHEM 1:3 for a one-stage head (paper Sec. 5.1, Table 1d).
 

@@ -1,0 +1,265 @@
+"""Hooks that keep a training run from losing work or loading the wrong
+weights silently.
+
+* :class:`NonFiniteGuardHook` — a NaN/Inf loss or gradient is caught
+  *before* the optimizer applies it (a step pre-hook on the optimizer), so
+  the weights, and every checkpoint written so far, stay good. It stops the
+  run with a message naming the loss term and iteration, or, when
+  configured, skips the step. (mmengine has nothing like it; mmdet's
+  ``CheckInvalidLossHook`` runs after the step and only asserts, by which
+  time the weights are NaN.)
+* :class:`SafeCheckpointHook` — mmengine's ``CheckpointHook``, except that
+  with ``max_keep_ckpts`` the oldest checkpoint is deleted *after* the new
+  one is written, not before: with ``max_keep_ckpts=1`` mmengine deletes the
+  only good checkpoint and then writes the new one, so a kill while saving
+  leaves none. (The write itself is made atomic by ``FocalRetinaRunner``.)
+* :class:`CheckpointCompatibilityHook` — a ``load_from`` / ``--resume``
+  checkpoint whose keys or shapes differ from the model is reported key by
+  key and refused, unless the user names the keys that may differ (e.g. the
+  classification conv when fine-tuning on another number of classes):
+  those are skipped, keep their initialisation (the prior for
+  ``retina_cls``) and are listed. mmengine would load the rest and log a
+  warning that is easy to miss.
+"""
+import math
+import re
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from mmengine.dist import is_main_process
+from mmengine.hooks import CheckpointHook, Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+from mmengine.runner import BaseLoop
+
+DATA_BATCH = Optional[Union[dict, tuple, list]]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term or gradient became NaN or infinite."""
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint's keys or shapes do not fit the model."""
+
+
+@HOOKS.register_module()
+class NonFiniteGuardHook(Hook):
+    """Stops (or skips) a training step whose loss or gradient is not
+    finite, before the optimizer changes the weights.
+
+    Args:
+        action: ``'stop'`` raises :class:`NonFiniteLossError`; ``'skip'``
+            drops the step's gradients (the optimizer leaves every parameter
+            unchanged, as for parameters without a gradient) and goes on.
+        max_skips: With ``'skip'``, consecutive skipped steps after which
+            the run stops anyway (a run that only skips makes no progress).
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, action: str = 'stop', max_skips: int = 10) -> None:
+        if action not in ('stop', 'skip'):
+            raise ValueError(f"NonFiniteGuardHook: action={action!r}, "
+                             "expected 'stop' or 'skip'")
+        if max_skips < 1:
+            raise ValueError(f'NonFiniteGuardHook: max_skips={max_skips}, '
+                             'expected at least 1')
+        self.action = action
+        self.max_skips = max_skips
+        self.skipped = 0
+        self._consecutive = 0
+        self._losses: Dict[str, torch.Tensor] = {}
+        self._handles: list = []
+
+    def before_train(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        parse_losses = model.parse_losses
+
+        def recording_parse_losses(losses):
+            self._losses = losses  # the terms of this step, by name
+            return parse_losses(losses)
+
+        # An attribute of this model instance only; nothing global changes.
+        model.parse_losses = recording_parse_losses
+        for optimizer in self._optimizers(runner):
+            self._handles.append(
+                optimizer.register_step_pre_hook(
+                    lambda opt, args, kwargs: self._check(runner, opt)))
+
+    def after_train(self, runner) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    @staticmethod
+    def _optimizers(runner) -> List[torch.optim.Optimizer]:
+        wrapper = runner.optim_wrapper
+        if hasattr(wrapper, 'optimizer'):
+            return [wrapper.optimizer]
+        return [w.optimizer for w in wrapper.values()]  # OptimWrapperDict
+
+    def _bad_terms(self) -> List[str]:
+        bad = []
+        for name, value in self._losses.items():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            for v in values:
+                if torch.is_tensor(v) and not torch.isfinite(v).all():
+                    bad.append(f'{name}={v.detach().float().sum().item()}')
+                    break
+        return bad
+
+    def _check(self, runner, optimizer: torch.optim.Optimizer) -> None:
+        grads = [
+            p.grad for group in optimizer.param_groups for p in group['params']
+            if p.grad is not None
+        ]
+        if not grads:
+            return
+        # One reduction (and one host sync) per step.
+        norm = torch.stack([n.float()
+                            for n in torch._foreach_norm(grads)]).sum()
+        bad_terms = self._bad_terms()
+        if math.isfinite(norm.item()) and not bad_terms:
+            self._consecutive = 0
+            return
+        what = (f'loss term {", ".join(bad_terms)}'
+                if bad_terms else 'gradient (all loss terms finite)')
+        where = f'iteration {runner.iter + 1}'
+        if self.action == 'skip' and self._consecutive < self.max_skips:
+            for group in optimizer.param_groups:
+                for p in group['params']:
+                    p.grad = None
+            self.skipped += 1
+            self._consecutive += 1
+            runner.logger.warning(
+                f'non-finite {what} at {where}: step skipped '
+                f'({self.skipped} so far)')
+            return
+        raise NonFiniteLossError(
+            f'non-finite {what} at {where}; the step was not applied, the '
+            f'weights and the checkpoints in {runner.work_dir} are from '
+            'before it. Try a lower lr (or a longer warm-up), the prior '
+            'initialisation of the classifier (model.bbox_head.prior_prob='
+            '0.01), gradient clipping (optim_wrapper.clip_grad=dict('
+            'max_norm=35)), or custom_hooks=[dict(type='
+            "'NonFiniteGuardHook', action='skip')] to skip such steps.")
+
+
+@HOOKS.register_module()
+class SafeCheckpointHook(CheckpointHook):
+    """``CheckpointHook`` that prunes old checkpoints after saving."""
+
+    def _save_checkpoint_with_step(self, runner, step, meta) -> None:
+        keep = self.max_keep_ckpts
+        if keep <= 0:
+            return super()._save_checkpoint_with_step(runner, step, meta)
+        self.max_keep_ckpts = keep + 1  # the previous one survives the save
+        try:
+            super()._save_checkpoint_with_step(runner, step, meta)
+        finally:
+            self.max_keep_ckpts = keep
+        while len(self.keep_ckpt_ids) > keep:
+            old = self.keep_ckpt_ids.popleft()
+            path = self.file_backend.join_path(self.out_dir,
+                                               self.filename_tmpl.format(old))
+            if is_main_process() and self.file_backend.isfile(path):
+                self.file_backend.remove(path)
+        runner.message_hub.update_info('keep_ckpt_ids',
+                                       list(self.keep_ckpt_ids))
+
+
+@HOOKS.register_module()
+class CheckpointCompatibilityHook(Hook):
+    """Refuses, with a key-by-key report, a checkpoint that does not fit
+    the model, except for the keys the user allows to differ.
+
+    Args:
+        allow_mismatch: Regular expressions (matched at the start of a key
+            of the model's state dict); matching keys that are missing from
+            the checkpoint or have another shape there are skipped and keep
+            their initialisation. ``True`` allows every key. Default: none.
+        allow_unexpected: Whether keys the model does not have may be in
+            the checkpoint (ignored when loading). Default: False.
+
+    Both opt-ins hold while training (``load_from`` / ``--resume`` of
+    ``tools/train.py``); testing or inference needs a checkpoint that fits.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self,
+                 allow_mismatch: Union[bool, Sequence[str]] = (),
+                 allow_unexpected: bool = False) -> None:
+        if isinstance(allow_mismatch, str):
+            allow_mismatch = [allow_mismatch]
+        self.allow_all = allow_mismatch is True
+        self.patterns = [] if isinstance(
+            allow_mismatch, bool) else [re.compile(p) for p in allow_mismatch]
+        self.allow_unexpected = allow_unexpected
+        self.skipped: List[str] = []
+
+    def _allowed(self, key: str) -> bool:
+        return self.allow_all or any(p.match(key) for p in self.patterns)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        state = checkpoint.get('state_dict', checkpoint)
+        # mmengine strips a DDP 'module.' prefix the same way when loading.
+        ckpt = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
+        own = model.state_dict()
+        shape = {
+            k: (tuple(v.shape), tuple(own[k].shape))
+            for k, v in ckpt.items() if k in own and torch.is_tensor(v)
+            and tuple(v.shape) != tuple(own[k].shape)
+        }
+        missing = [k for k in own if k not in ckpt]
+        unexpected = [k for k in ckpt if k not in own]
+        # Testing a model whose classifier kept its initialisation would
+        # report a meaningless AP: the opt-in holds for training only.
+        training = isinstance(getattr(runner, '_train_loop', None), BaseLoop)
+        refused = [
+            k for k in list(shape) + missing
+            if not (training and self._allowed(k))
+        ]
+        if unexpected and not (training and self.allow_unexpected):
+            refused += unexpected
+        if refused:
+            raise CheckpointMismatchError(
+                self._report(shape, missing, unexpected, refused))
+        self.skipped = sorted(list(shape) + missing)
+        for key in shape:  # skipped: they keep their initialisation
+            state.pop(key, None)
+            state.pop(f'module.{key}', None)
+        if self.skipped or unexpected:
+            runner.logger.warning(
+                'checkpoint loaded except for these model keys, which keep '
+                'their initialisation: ' +
+                ', '.join(f'{k} {shape[k][0]}->{shape[k][1]}' if k in
+                          shape else f'{k} (not in checkpoint)'
+                          for k in self.skipped) +
+                (f'; ignored checkpoint keys: {", ".join(unexpected)}'
+                 if unexpected else ''))
+
+    @staticmethod
+    def _report(shape: dict, missing: list, unexpected: list,
+                refused: list) -> str:
+        lines = ['the checkpoint does not fit the model:']
+        for k in refused:
+            if k in shape:
+                lines.append(f'  {k}: checkpoint {shape[k][0]}, '
+                             f'model {shape[k][1]}')
+            elif k in missing:
+                lines.append(f'  {k}: not in the checkpoint')
+            else:
+                lines.append(f'  {k}: not in the model')
+        cls = [k for k in shape if 'retina_cls' in k]
+        hint = ('another number of classes: to fine-tune, allow the '
+                "classifier with custom_hooks=[dict(type='Checkpoint"
+                "CompatibilityHook', allow_mismatch=['bbox_head.retina_cls'"
+                '])]' if cls else "another architecture: check load_from, "
+                'or allow the keys with CheckpointCompatibilityHook('
+                'allow_mismatch=[...], allow_unexpected=True)')
+        return '\n'.join(lines) + f'\n(likely {hint})'

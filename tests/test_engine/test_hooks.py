@@ -1,0 +1,330 @@
+"""Training never loses work: the NaN guard, atomic checkpoints saved before
+the old one is pruned, and refused partial loads — each with mmengine's own
+Runner and CheckpointHook on a toy model, pinned to the CPU."""
+import os
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.fileio.backends import LocalBackend
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+
+from projects.focal_retina.engine import (CheckpointMismatchError,
+                                          FocalRetinaRunner,
+                                          NonFiniteLossError, safe_load)
+
+DEVICE = 'cpu'
+
+
+class Toy(BaseModel):
+    """Two losses; ``nan_at`` / ``nan_grad_at``: the 1-based iteration at
+    which loss_cls becomes NaN, or the gradient becomes NaN with every loss
+    term finite."""
+
+    def __init__(self, nan_at=None, nan_grad_at=None, num_classes=3):
+        super().__init__()
+        torch.manual_seed(0)  # every Toy starts from the same weights
+        self.backbone = nn.Linear(2, 4)
+        self.bbox_head = nn.Module()
+        self.bbox_head.retina_cls = nn.Linear(4, num_classes)
+        self.nan_at, self.nan_grad_at, self.calls = nan_at, nan_grad_at, 0
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        self.calls += 1
+        feat = self.backbone(inputs.to(DEVICE))
+        out = self.bbox_head.retina_cls(feat)
+        loss_cls = out.pow(2).mean()
+        loss_bbox = feat.pow(2).mean()
+        if self.calls == self.nan_at:
+            loss_cls = loss_cls * float('nan')
+        if self.calls == self.nan_grad_at:
+            # sqrt at 0: the value is 0, its gradient 0 * inf = NaN.
+            loss_bbox = loss_bbox + (feat * 0).sum().sqrt()
+        if mode == 'loss':
+            return dict(loss_cls=loss_cls, loss_bbox=loss_bbox)
+        return out
+
+
+DATA = [dict(inputs=torch.tensor([1.0, float(i)])) for i in range(8)]
+RUNS = iter(range(10**6))  # a fresh experiment name (message hub) per run
+
+
+def make_runner(work_dir,
+                model,
+                max_iters=4,
+                interval=1,
+                max_keep=-1,
+                custom_hooks=None,
+                load_from=None,
+                resume=False,
+                cls=FocalRetinaRunner,
+                checkpoint_type='SafeCheckpointHook'):
+    torch.manual_seed(0)
+    return cls(
+        model=model,
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=DATA,
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            collate_fn=dict(type='default_collate'),
+            batch_size=2),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(
+            logger=dict(type='LoggerHook', interval=10**6),
+            checkpoint=dict(
+                type=checkpoint_type,
+                interval=interval,
+                by_epoch=False,
+                max_keep_ckpts=max_keep)),
+        custom_hooks=custom_hooks
+        if custom_hooks is not None else [dict(type='NonFiniteGuardHook')],
+        load_from=load_from,
+        resume=resume,
+        experiment_name=f'hooks_{next(RUNS)}')
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def saved(path):
+    return safe_load(str(path), map_location='cpu')['state_dict']
+
+
+def test_nan_loss_stops_before_the_step(tmp_path):
+    runner = make_runner(tmp_path, Toy(nan_at=3))
+    with pytest.raises(NonFiniteLossError) as err:
+        runner.train()
+    msg = str(err.value)
+    assert 'loss term loss_cls=nan' in msg and 'iteration 3' in msg
+    assert 'lower lr' in msg and 'prior' in msg and 'clip_grad' in msg
+    # The NaN step was not applied: the weights are those of iteration 2,
+    # which are the last checkpoint's, and no checkpoint 3 was written.
+    assert all(torch.isfinite(v).all() for v in params(runner.model).values())
+    ckpt2 = saved(tmp_path / 'iter_2.pth')
+    for k, v in params(runner.model).items():
+        assert torch.equal(v, ckpt2[k]), k
+    assert not (tmp_path / 'iter_3.pth').exists()
+
+
+def test_nan_gradient_with_finite_losses_is_caught(tmp_path):
+    runner = make_runner(tmp_path, Toy(nan_grad_at=2))
+    with pytest.raises(
+            NonFiniteLossError,
+            match=r'gradient \(all loss terms finite\) at '
+            'iteration 2'):
+        runner.train()
+    assert all(torch.isfinite(v).all() for v in params(runner.model).values())
+
+
+def test_skip_drops_the_step_and_goes_on(tmp_path):
+    hook = dict(type='NonFiniteGuardHook', action='skip')
+    ref = make_runner(tmp_path / 'ref', Toy(), max_iters=2)
+    ref.train()
+    runner = make_runner(
+        tmp_path / 'skip', Toy(nan_at=3), max_iters=3, custom_hooks=[hook])
+    runner.train()  # finishes
+    guard = [
+        h for h in runner.hooks if type(h).__name__ == 'NonFiniteGuardHook'
+    ][0]
+    assert guard.skipped == 1
+    # Step 3 skipped: SGD leaves parameters without gradient unchanged
+    # (momentum included), so the weights equal those after 2 steps.
+    for k, v in params(runner.model).items():
+        assert torch.equal(v, params(ref.model)[k]), k
+
+
+def test_skip_gives_up_after_max_skips(tmp_path):
+
+    class AlwaysNaN(Toy):
+
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            if isinstance(out, dict):
+                out['loss_cls'] = out['loss_cls'] * float('nan')
+            return out
+
+    hook = dict(type='NonFiniteGuardHook', action='skip', max_skips=2)
+    runner = make_runner(tmp_path, AlwaysNaN(), custom_hooks=[hook])
+    with pytest.raises(NonFiniteLossError, match='iteration 3'):
+        runner.train()
+
+
+@pytest.mark.parametrize('bad,match', [
+    (dict(action='ignore'), "action='ignore'"),
+    (dict(max_skips=0), 'max_skips=0'),
+])
+def test_guard_settings_are_validated(bad, match):
+    from projects.focal_retina.engine import NonFiniteGuardHook
+    with pytest.raises(ValueError, match=match):
+        NonFiniteGuardHook(**bad)
+
+
+def interrupt_put_of(name):
+    """A LocalBackend.put that writes half of ``name`` and is then killed
+    (KeyboardInterrupt); other files are written normally."""
+    real_put = LocalBackend.put
+
+    def put(self, obj, filepath):
+        if osp.basename(str(filepath)).startswith(name):
+            with open(filepath, 'wb') as f:
+                f.write(obj[:len(obj) // 2])
+            raise KeyboardInterrupt
+        return real_put(self, obj, filepath)
+
+    return put
+
+
+@pytest.mark.parametrize('max_keep', [1, 3])
+def test_interrupted_save_keeps_the_previous_checkpoint(
+        tmp_path, monkeypatch, max_keep):
+    runner = make_runner(
+        tmp_path, Toy(), max_iters=4, interval=2, max_keep=max_keep)
+    monkeypatch.setattr(LocalBackend, 'put', interrupt_put_of('iter_4.pth'))
+    with pytest.raises(KeyboardInterrupt):
+        runner.train()
+    monkeypatch.undo()
+    # No partial file under either name; the previous checkpoint is whole
+    # and still named by last_checkpoint.
+    assert sorted(p for p in os.listdir(tmp_path)
+                  if p.startswith('iter_')) == ['iter_2.pth']
+    with open(tmp_path / 'last_checkpoint') as f:
+        assert f.read().endswith('iter_2.pth')
+    saved(tmp_path / 'iter_2.pth')  # loads
+    # --resume (auto) picks it up and finishes.
+    resumed = make_runner(
+        tmp_path,
+        Toy(),
+        max_iters=4,
+        interval=2,
+        max_keep=max_keep,
+        resume=True)
+    resumed.train()
+    assert resumed.iter == 4
+    ref = make_runner(tmp_path / 'ref', Toy(), max_iters=4, interval=2)
+    ref.train()
+    for k, v in params(resumed.model).items():
+        assert torch.equal(v, params(ref.model)[k]), k
+
+
+def test_stock_runner_loses_the_checkpoint(tmp_path, monkeypatch):
+    """What the atomic save prevents: mmengine's own Runner and hook leave
+    a truncated iter_4.pth, named by last_checkpoint, and with
+    max_keep_ckpts=1 have already deleted iter_2.pth."""
+    runner = make_runner(
+        tmp_path,
+        Toy(),
+        max_iters=4,
+        interval=2,
+        max_keep=1,
+        cls=Runner,
+        checkpoint_type='CheckpointHook')
+    monkeypatch.setattr(LocalBackend, 'put', interrupt_put_of('iter_4.pth'))
+    with pytest.raises(KeyboardInterrupt):
+        runner.train()
+    assert not (tmp_path / 'iter_2.pth').exists()
+    assert (tmp_path / 'iter_4.pth').exists()
+    with pytest.raises(Exception):
+        saved(tmp_path / 'iter_4.pth')
+
+
+def write_checkpoint(path, model):
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
+
+
+def test_mismatched_checkpoint_is_refused_with_a_report(tmp_path):
+    src = Toy(num_classes=5)
+    write_checkpoint(tmp_path / 'other.pth', src)
+    runner = make_runner(
+        tmp_path / 'run',
+        Toy(num_classes=3),
+        load_from=str(tmp_path / 'other.pth'),
+        custom_hooks=[dict(type='CheckpointCompatibilityHook')])
+    with pytest.raises(CheckpointMismatchError) as err:
+        runner.train()
+    msg = str(err.value)
+    assert 'bbox_head.retina_cls.weight: checkpoint (5, 4), model (3, 4)' \
+        in msg
+    assert 'bbox_head.retina_cls.bias: checkpoint (5,), model (3,)' in msg
+    assert "allow_mismatch=['bbox_head.retina_cls']" in msg
+    assert 'backbone' not in msg
+
+
+def test_allowed_keys_are_skipped_and_keep_their_init(tmp_path):
+    src = Toy(num_classes=5)
+    with torch.no_grad():
+        src.backbone.weight.fill_(0.25)
+    write_checkpoint(tmp_path / 'other.pth', src)
+    model = Toy(num_classes=3)
+    with torch.no_grad():
+        model.bbox_head.retina_cls.bias.fill_(-4.595)  # the prior's bias
+    hook = dict(
+        type='CheckpointCompatibilityHook',
+        allow_mismatch=['bbox_head.retina_cls'])
+    runner = make_runner(
+        tmp_path / 'run',
+        model,
+        max_iters=0,
+        load_from=str(tmp_path / 'other.pth'),
+        custom_hooks=[hook])
+    runner.train()  # loads, then 0 iterations
+    guard = [
+        h for h in runner.hooks
+        if type(h).__name__ == 'CheckpointCompatibilityHook'
+    ][0]
+    assert guard.skipped == [
+        'bbox_head.retina_cls.bias', 'bbox_head.retina_cls.weight'
+    ]
+    assert torch.equal(runner.model.backbone.weight, torch.full((4, 2), 0.25))
+    assert torch.allclose(runner.model.bbox_head.retina_cls.bias,
+                          torch.full((3, ), -4.595))
+
+
+def test_allowed_mismatch_is_refused_outside_training(tmp_path):
+    """Testing a model whose classifier kept its initialisation would give
+    a meaningless AP: the opt-in holds for training only."""
+    write_checkpoint(tmp_path / 'other.pth', Toy(num_classes=5))
+    hook = dict(
+        type='CheckpointCompatibilityHook',
+        allow_mismatch=['bbox_head.retina_cls'])
+    runner = make_runner(
+        tmp_path / 'run',
+        Toy(num_classes=3),
+        load_from=str(tmp_path / 'other.pth'),
+        custom_hooks=[hook])
+    with pytest.raises(CheckpointMismatchError, match='retina_cls.weight'):
+        runner.load_or_resume()  # as runner.test() does
+
+
+def test_another_architecture_is_refused(tmp_path):
+    torch.save(
+        dict(state_dict={'conv1.weight': torch.zeros(3)}),
+        tmp_path / 'other.pth')
+    runner = make_runner(
+        tmp_path / 'run',
+        Toy(),
+        load_from=str(tmp_path / 'other.pth'),
+        custom_hooks=[dict(type='CheckpointCompatibilityHook')])
+    with pytest.raises(CheckpointMismatchError) as err:
+        runner.train()
+    msg = str(err.value)
+    assert 'backbone.weight: not in the checkpoint' in msg
+    assert 'conv1.weight: not in the model' in msg
+    assert 'another architecture' in msg
+
+
+def test_matching_checkpoint_loads_silently(tmp_path):
+    src = Toy()
+    write_checkpoint(tmp_path / 'same.pth', src)
+    runner = make_runner(
+        tmp_path / 'run',
+        Toy(),
+        max_iters=0,
+        load_from=str(tmp_path / 'same.pth'),
+        custom_hooks=[dict(type='CheckpointCompatibilityHook')])
+    runner.load_or_resume()
+    for k, v in src.state_dict().items():
+        assert torch.equal(runner.model.state_dict()[k], v)
