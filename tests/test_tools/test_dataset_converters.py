@@ -178,6 +178,7 @@ def test_csv_cli_split_and_error(csv_data, tmp_path):
         ['ann_train.json', 'ann_val.json']  # no temporary file left
     again = run('csv2coco.py', csv_data, '--out', out, '--classes',
                 'tree,person', '--split', '0.5', '--seed', '3')
+    assert again.returncode == 0
     with open(str(tmp_path / 'out' / 'ann_train.json')) as f:
         assert json.load(f) == parts[0]  # same seed, same split
     bad = write(tmp_path / 'bad.csv', 'a.jpg,1,2\n')
