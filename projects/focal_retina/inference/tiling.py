@@ -15,9 +15,10 @@ by a window's *inner* edge (an edge that is not the image border) is the
 truncated view of an object that a neighbouring window sees whole. Its
 IoU with the whole box is only the visible fraction (0.5 for an object cut
 in half), so NMS at 0.5 would keep both. Such a cut box is dropped when a
-box of the same class from another window contains most of it (intersection over the cut box's
-area ≥ ``contain_thr``); objects larger than the overlap, seen whole in no
-window, keep their cut pieces and NMS merges what it can.
+box of the same class from another window contains most of it
+(intersection over the cut box's area ≥ ``contain_thr``); objects larger
+than the overlap, seen whole in no window, keep their cut pieces and NMS
+merges what it can.
 """
 from typing import Callable, List, Sequence, Tuple
 
