@@ -92,6 +92,32 @@ def _as_list(init_cfg) -> list:
         else [init_cfg]
 
 
+def _check_anchor_cfg(cfg: Optional[dict]) -> None:
+    """Rejects anchor settings that would give no anchors (mmdet builds
+    them and fails later, at the first assignment, with an empty tensor)."""
+    if not cfg:
+        return
+    ratios = cfg.get('ratios')
+    if ratios is not None and (len(ratios) == 0
+                               or any(not r > 0 for r in ratios)):
+        raise ValueError('anchor_generator.ratios must be a non-empty list '
+                         f'of numbers > 0, got {ratios!r}')
+    scales = cfg.get('scales')
+    if scales is not None and (len(scales) == 0
+                               or any(not s > 0 for s in scales)):
+        raise ValueError('anchor_generator.scales must be a non-empty list '
+                         f'of numbers > 0, got {scales!r}')
+    per_octave = cfg.get('scales_per_octave')
+    if per_octave is not None and not (isinstance(per_octave, int)
+                                       and per_octave >= 1):
+        raise ValueError('anchor_generator.scales_per_octave must be an int '
+                         f'>= 1, got {per_octave!r}')
+    base = cfg.get('octave_base_scale')
+    if base is not None and not base > 0:
+        raise ValueError('anchor_generator.octave_base_scale must be > 0, '
+                         f'got {base!r}')
+
+
 def _check_init_cfg(init_cfg, bias: float) -> bool:
     """Whether the prior is to be applied after ``init_cfg``; warn when the
     config asks ``retina_cls`` for another bias (the prior wins).
@@ -150,6 +176,8 @@ class FocalRetinaHead(RetinaHead):
         if normalizer not in NORMALIZERS:
             raise ValueError(f'normalizer must be one of {NORMALIZERS}, '
                              f'got {normalizer!r}')
+        prior_bias(prior_prob)  # validates pi before anything is built
+        _check_anchor_cfg(kwargs.get('anchor_generator'))
         self.prior_prob = prior_prob
         self.normalizer = normalizer
         # mmdet sizes the classifier from the loss *config* (use_sigmoid
