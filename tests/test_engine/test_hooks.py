@@ -328,3 +328,18 @@ def test_matching_checkpoint_loads_silently(tmp_path):
     runner.load_or_resume()
     for k, v in src.state_dict().items():
         assert torch.equal(runner.model.state_dict()[k], v)
+
+
+def test_train_cli_adds_the_guards_unless_configured():
+    from mmengine.config import Config
+
+    from projects.focal_retina.engine.cli import add_safety_hooks
+    cfg = Config(dict(custom_hooks=[dict(type='EMAHook')]))
+    add_safety_hooks(cfg)
+    assert [h['type'] for h in cfg.custom_hooks] == [
+        'EMAHook', 'NonFiniteGuardHook', 'CheckpointCompatibilityHook'
+    ]
+    own = dict(type='NonFiniteGuardHook', action='skip')
+    cfg = Config(dict(custom_hooks=[own]))
+    add_safety_hooks(cfg)
+    assert cfg.custom_hooks[0] == own and len(cfg.custom_hooks) == 2
