@@ -204,24 +204,13 @@ def placement_root(tmp_path_factory):
     return root
 
 
-# Classes drawn where they are annotated. Circles are not: _draw_shape
-# gives cv2.ellipse the semi-axes as the RotatedRect *size* (full width and
-# height), so each circle fills only the middle half of its box (measured:
-# 13 x 10 px drawn in a 26 x 18 box). The xfail below turns into a failure
-# (XPASS, strict) once the generator is fixed: then add 'circle' here.
-DRAWN_AS_ANNOTATED = ('square', 'triangle', 'cross')
+# Classes drawn where they are annotated (circles were once drawn at half
+# their annotated size: cv2.ellipse's RotatedRect form was given the
+# semi-axes; this test failed on that generator).
+DRAWN_AS_ANNOTATED = ('square', 'triangle', 'cross', 'circle')
 
 
-@pytest.mark.parametrize('name', [
-    *DRAWN_AS_ANNOTATED,
-    pytest.param(
-        'circle',
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason='synthetic_shapes._draw_shape draws circles at half '
-            'their annotated size (cv2.ellipse RotatedRect takes the full '
-            'size, it is given the semi-axes)'))
-])
+@pytest.mark.parametrize('name', DRAWN_AS_ANNOTATED)
 def test_each_box_holds_its_shape(placement_root, name):
     checked = unchecked = 0
     for split in ('train', 'val'):

@@ -105,9 +105,12 @@ def _draw_shape(img: np.ndarray, label: int, box: Tuple[int, int, int, int],
     x0, y0, x1, y1 = box
     name = SHAPE_CLASSES[label]
     if name == 'circle':
-        center = ((x0 + x1) / 2, (y0 + y1) / 2)
-        axes = ((x1 - x0) / 2, (y1 - y0) / 2)
-        cv2.ellipse(img, (center, axes, 0.0), color, -1, cv2.LINE_AA)
+        # The RotatedRect form takes the ellipse's full width and height
+        # (not the semi-axes of the other cv2.ellipse form); the last
+        # pixel row/column of the box is x1 - 1 / y1 - 1.
+        center = ((x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2)
+        size = (x1 - x0 - 1, y1 - y0 - 1)
+        cv2.ellipse(img, (center, size, 0.0), color, -1, cv2.LINE_AA)
     elif name == 'square':
         cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), color, -1)
     elif name == 'triangle':
