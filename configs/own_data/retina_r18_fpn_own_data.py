@@ -25,6 +25,8 @@ data_root = 'data/mine/'
 # objects of ~10 px above the smallest (16 px) anchors of P3.
 img_scale = (512, 512)
 
+# The demo's pipelines at this scale (a config list replaces its base's,
+# so they are restated).
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
