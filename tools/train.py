@@ -17,7 +17,8 @@ from mmengine.registry import RUNNERS
 
 from projects.focal_retina.engine.cli import (add_safety_hooks,
                                               check_dataset_paths, check_file,
-                                              enable_amp, fail, load_config,
+                                              enable_amp, fail,
+                                              latest_checkpoint, load_config,
                                               set_work_dir)
 from projects.focal_retina.engine.distributed import setup_cpu_distributed
 from projects.focal_retina.engine.hooks import (CheckpointMismatchError,
@@ -81,8 +82,10 @@ def main() -> None:
                  'auto_scale_lr.base_batch_size')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
+        # mmengine's own search trusts last_checkpoint blindly (an empty
+        # file, left by a kill while it was written, fails the resume).
         cfg.resume = True
-        cfg.load_from = None
+        cfg.load_from = latest_checkpoint(cfg.work_dir)
     elif args.resume is not None:
         check_file(args.resume, '--resume checkpoint')
         cfg.resume = True

@@ -343,3 +343,20 @@ def test_train_cli_adds_the_guards_unless_configured():
     cfg = Config(dict(custom_hooks=[own]))
     add_safety_hooks(cfg)
     assert cfg.custom_hooks[0] == own and len(cfg.custom_hooks) == 2
+
+
+def test_resume_finds_the_last_complete_checkpoint(tmp_path):
+    """--resume without a path: last_checkpoint when it names a file; an
+    empty or stale one (a kill while it was written) falls back to the
+    highest complete iter_N.pth, never a .part."""
+    from projects.focal_retina.engine.cli import latest_checkpoint
+    assert latest_checkpoint(str(tmp_path)) is None
+    for name in ('iter_2.pth', 'iter_10.pth', 'iter_12.pth.part'):
+        (tmp_path / name).write_bytes(b'x')
+    marker = tmp_path / 'last_checkpoint'
+    marker.write_text(str(tmp_path / 'iter_2.pth'))
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'iter_2.pth')
+    for stale in ('', str(tmp_path / 'iter_12.pth')):
+        marker.write_text(stale)
+        assert latest_checkpoint(str(tmp_path)) == str(tmp_path /
+                                                       'iter_10.pth')

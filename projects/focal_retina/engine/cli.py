@@ -110,6 +110,27 @@ def check_dataset_paths(cfg: Config, splits) -> None:
                      f'{ev_ann!r} does not exist')
 
 
+def latest_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` (no path) continues from: the one
+    ``last_checkpoint`` names if that file exists, else the highest
+    complete ``iter_N.pth`` / ``epoch_N.pth`` of the work dir (a
+    ``last_checkpoint`` left empty or stale by a kill), else None."""
+    import glob
+    import re
+    marker = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(marker):
+        with open(marker) as f:
+            named = f.read().strip()
+        if named and osp.isfile(named):
+            return named
+    found = []
+    for path in glob.glob(osp.join(work_dir, '*_*.pth')):
+        m = re.fullmatch(r'(iter|epoch)_(\d+)\.pth', osp.basename(path))
+        if m:
+            found.append((int(m.group(2)), path))
+    return max(found)[1] if found else None
+
+
 def check_file(path: Optional[str], what: str) -> None:
     """Fails with a clear message unless ``path`` is an existing file."""
     if path is not None and not osp.isfile(path):
