@@ -96,6 +96,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from benchmarks.machine import cpu_model  # noqa: E402
+
 OUR_CONFIG = osp.join(ROOT, 'configs', 'retina_r50_fpn_1x.py')
 MODEL_NAMES = ('stock', 'ours')
 OPTIONS = ('fp32', 'bf16', 'channels_last', 'compile')
@@ -708,15 +710,9 @@ def summarise(times: Dict[str, List[float]]) -> Dict:
 
 
 def machine_info(device: str) -> Dict:
-    cpu = platform.processor() or 'unknown'
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    cpu = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
+    if cpu == 'unknown CPU':
+        cpu = platform.processor() or cpu
     info = dict(
         torch=torch.__version__,
         device=device,

@@ -69,6 +69,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from benchmarks.machine import cpu_model  # noqa: E402
+
 DEMO = osp.join(ROOT, 'configs', 'demo', 'retina_r18_fpn_shapes.py')
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 HEAD = 'model.bbox_head'
@@ -421,15 +423,7 @@ def report(args, summary: Dict, checks: List[Dict], machine: str, amp: bool,
 
 
 def machine_line() -> str:
-    cpu = 'unknown CPU'
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    cpu = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import torch  # tools/train.py trains on a visible GPU
     where = f'GPU {torch.cuda.get_device_name()}' \
         if torch.cuda.is_available() else 'CPU'

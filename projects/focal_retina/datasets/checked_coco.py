@@ -144,8 +144,7 @@ class CheckedCocoDataset(CocoDataset):
         if not _number(area) or not area > 0:
             return self._drop('boxes dropped: area not positive', where)
         if (x1, y1, x2, y2) != (x, y, x + w, y + h):
-            self.drops['boxes clipped to the image'] += 1
-            self.examples.setdefault('boxes clipped to the image', where)
+            self._drop('boxes clipped to the image', where)  # counted, kept
         return {**ann, 'bbox': [x1, y1, x2 - x1, y2 - y1], 'area': area}
 
     # -- image files -----------------------------------------------------

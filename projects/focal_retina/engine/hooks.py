@@ -21,7 +21,6 @@ weights silently.
   ``retina_cls``) and are listed. mmengine would load the rest and log a
   warning that is easy to miss.
 """
-import math
 import re
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -117,13 +116,22 @@ class NonFiniteGuardHook(Hook):
         ]
         if not grads:
             return
-        # One reduction (and one host sync) per step.
+        # One host sync per step: the gradient norm and every loss term are
+        # checked in one tensor; the terms are named only on failure.
         norm = torch.stack([n.float()
                             for n in torch._foreach_norm(grads)]).sum()
-        bad_terms = self._bad_terms()
-        if math.isfinite(norm.item()) and not bad_terms:
+        terms = [
+            v for value in self._losses.values()
+            for v in (value if isinstance(value, (list, tuple)) else [value])
+            if torch.is_tensor(v)
+        ]
+        finite = torch.stack([torch.isfinite(norm)] + [
+            torch.isfinite(v).all().to(norm.device) for v in terms
+        ])
+        if bool(finite.all()):
             self._consecutive = 0
             return
+        bad_terms = self._bad_terms()
         what = (f'loss term {", ".join(bad_terms)}'
                 if bad_terms else 'gradient (all loss terms finite)')
         where = f'iteration {runner.iter + 1}'
