@@ -222,6 +222,16 @@ def last_metrics(work_dir: str) -> Optional[Dict[str, float]]:
     return metrics
 
 
+def _normalised(command: List[str]) -> List[str]:
+    """``command`` with its ``--work-dir`` made absolute: the same run
+    started from a relative and an absolute ``--work-root`` is reused."""
+    out = list(command)
+    for i, arg in enumerate(out[:-1]):
+        if arg == '--work-dir':
+            out[i + 1] = osp.abspath(osp.join(ROOT, out[i + 1]))
+    return out
+
+
 def run_method(args, name: str, seed: int, data: str, amp: bool) -> Dict:
     """Trains and evaluates one method with one seed (a subprocess of
     tools/train.py); reuses a finished run of the same command."""
@@ -234,7 +244,7 @@ def run_method(args, name: str, seed: int, data: str, amp: bool) -> Dict:
     if osp.isfile(record_path) and not args.force:
         with open(record_path) as f:
             record = json.load(f)
-        if record.get('command') == cmd[1:]:
+        if _normalised(record.get('command', [])) == _normalised(cmd[1:]):
             record['reused'] = True
             return record
     os.makedirs(work_dir, exist_ok=True)
@@ -462,7 +472,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.methods = args.methods or list(METHODS)
     base = args.out or osp.join(ROOT, 'work_dirs', 'mini_table1')
     suffix = '_quick' if args.quick else ''
-    args.work_root = args.work_root or osp.join(base, 'runs' + suffix)
+    # absolute: tools/train.py runs in the repository root
+    args.work_root = osp.abspath(
+        args.work_root or osp.join(base, 'runs' + suffix))
     args.data = args.data or (osp.join(base, 'data_quick') if args.quick else
                               osp.join(ROOT, 'data', 'shapes'))
     if args.iters < 1:

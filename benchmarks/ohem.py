@@ -68,6 +68,7 @@ def build_model():
     from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.logging import MMLogger
+
     import projects.focal_retina  # noqa: F401  (registers components)
     cfg = Config.fromfile(BASE)
     cfg.model.backbone.init_cfg = None  # no pretrained weights here
