@@ -42,11 +42,14 @@ Measured, per size:
   above the allocation at the same point;
 * each opt-in option separately, both models under it: ``bf16``
   (``torch.autocast`` bfloat16 around the forward), ``channels_last``
-  (weights and input batch), ``compile`` (``torch.compile`` of the
-  backbone, the FPN and the head's forward -- the tensor parts, i.e. almost
-  all FLOPs; target assignment and post-processing have data-dependent
-  shapes). ``compile`` runs in a subprocess with ``--compile-timeout``; a
-  failure or a timeout is reported as ``n/a`` with the reason;
+  (weights and input batch), ``fuse_conv_bn`` (inference only: copies
+  with every BatchNorm folded into its conv by mmcv's ``fuse_conv_bn``,
+  what ``tools/test.py --fuse-conv-bn`` runs), ``compile``
+  (``torch.compile`` of the backbone, the FPN and the head's forward --
+  the tensor parts, i.e. almost all FLOPs; target assignment and
+  post-processing have data-dependent shapes). ``compile`` runs in a
+  subprocess with ``--compile-timeout``; a failure or a timeout is
+  reported as ``n/a`` with the reason;
 * FLOPs: ``mmengine.analysis.FlopAnalyzer`` on the tensor-mode forward of
   one image (it counts multiply-accumulates; GFLOP = 2 x GMAC), and a
   256-channel 3x3 convolution on a P3-sized map (batch ``--images``) timed
@@ -69,11 +72,13 @@ inference the post-processing (``predict_by_feat``) and, inside it,
 
 Usage: python benchmarks/e2e_speed.py [--sizes 608x800 800x1333]
        [--images 2] [--reps 5] [--warmup 1] [--device cpu|cuda]
-       [--options fp32 bf16 channels_last compile] [--threads N]
+       [--options fp32 bf16 channels_last fuse_conv_bn compile]
+       [--threads N]
        [--profile] [--out DIR] [--quick]
-``--quick``: 2 images of 256x320, 1 warm-up + 2 reps, fp32, bf16 and
-channels-last (no compile), one thread, the memory workers side by side:
-a check that it all runs in about two minutes, not a measurement.
+``--quick``: 2 images of 256x320, 1 warm-up + 2 reps, fp32, bf16,
+channels-last and fuse_conv_bn (no compile), one thread, the memory
+workers side by side: a check that it all runs in about two minutes, not
+a measurement.
 """
 import argparse
 import gc
@@ -148,7 +153,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.warmup, args.reps = [(256, 320)], 1, 2
-        args.options = ['fp32', 'bf16', 'channels_last']
+        args.options = ['fp32', 'bf16', 'channels_last', 'fuse_conv_bn']
         # one thread: with other jobs on the cores, OpenMP barriers make
         # two threads many times slower (a smoke run must not stall)
         args.threads = args.threads or 1

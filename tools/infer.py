@@ -105,6 +105,11 @@ def parse_args() -> argparse.Namespace:
         default=0.5,
         help='with --tile: IoU threshold of the NMS merging the windows')
     parser.add_argument(
+        '--fuse-conv-bn',
+        action='store_true',
+        help='fold BatchNorm into the preceding convs (same detections, '
+        'faster on the CPU)')
+    parser.add_argument(
         '--device',
         default=None,
         help="e.g. 'cpu' or 'cuda:0' (default: best)")
@@ -177,6 +182,10 @@ class Detector:
             weights=args.checkpoint,
             device=args.device,
             show_progress=False)
+        if args.fuse_conv_bn:
+            from projects.focal_retina.engine.fuse import fuse_for_inference
+            folded = fuse_for_inference(self.inferencer.model)
+            print(f'--fuse-conv-bn: folded {folded} BatchNorm layers')
         self.classes = list(self.inferencer.model.dataset_meta['classes'])
         self.thr = args.score_thr
         self.tile = args.tile

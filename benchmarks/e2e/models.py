@@ -15,7 +15,7 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 OUR_CONFIG = osp.join(ROOT, 'configs', 'retina_r50_fpn_1x.py')
 MODEL_NAMES = ('stock', 'ours')
-OPTIONS = ('fp32', 'bf16', 'channels_last', 'compile')
+OPTIONS = ('fp32', 'bf16', 'channels_last', 'fuse_conv_bn', 'compile')
 PHASES = ('train', 'infer')
 BOXES_PER_IMAGE = 7  # COCO's mean
 

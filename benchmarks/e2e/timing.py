@@ -1,5 +1,6 @@
 """Interleaved timing of the two models (stock, ours, stock, ours, ...)
 under one option, and the medians and per-pair ratios of the times."""
+import copy
 import math
 import statistics
 import time
@@ -62,6 +63,12 @@ def time_option(models: Dict, data: dict, option: str, device: str,
         (outside the timed rounds; it includes compiling for 'compile').
     """
     images = len(data['inputs'])
+    if option == 'fuse_conv_bn':  # folded copies: they cannot train
+        from mmcv.cnn import fuse_conv_bn
+        models = {
+            k: fuse_conv_bn(copy.deepcopy(m).eval())
+            for k, m in models.items()
+        }
     steps = {}
     for name, model in models.items():
         apply_option(model, option)
@@ -69,6 +76,10 @@ def time_option(models: Dict, data: dict, option: str, device: str,
     out = dict(first_call={name: {} for name in steps})
     try:
         for phase in PHASES:
+            if option == 'fuse_conv_bn' and phase == 'train':
+                out[phase] = dict(error='inference only (no BatchNorm left '
+                                  'to train)')
+                continue
             try:
                 for name, step in steps.items():
                     out['first_call'][name][phase] = step(phase)

@@ -174,6 +174,52 @@ def test_infer_lists_and_draws(trained, tiny_shapes, tmp_path):
     assert len(os.listdir(tmp_path / 'out' / 'vis')) == 3
 
 
+def test_fuse_conv_bn_keeps_metrics_and_detections(trained, tiny_shapes,
+                                                   tmp_path):
+    """--fuse-conv-bn folds the backbone's 20 BatchNorms after loading the
+    checkpoint; tools/test.py's predictions and tools/infer.py's detections
+    equal those of the unfolded model."""
+    import pickle
+    ckpt = osp.join(trained[0], 'iter_4.pth')
+    preds = {}
+    for fuse in (False, True):
+        name = 'fused' if fuse else 'plain'
+        out = run_tool('tools/test.py', DEMO, ckpt, '--work-dir',
+                       str(tmp_path / name), '--out',
+                       str(tmp_path / f'{name}.pkl'),
+                       *(['--fuse-conv-bn'] if fuse else []), '--cfg-options',
+                       *data_options(tiny_shapes, 4))
+        assert ('folded 20 BatchNorm layers' in out) == fuse, out[-3000:]
+        with open(tmp_path / f'{name}.pkl', 'rb') as f:  # our own dump
+            preds[name] = pickle.load(f)
+    assert len(preds['plain']) == len(preds['fused']) > 0
+    for a, b in zip(preds['plain'], preds['fused']):
+        a, b = a['pred_instances'], b['pred_instances']
+        assert len(a['scores']) == len(b['scores']) > 0
+        torch.testing.assert_close(
+            b['scores'], a['scores'], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            b['bboxes'], a['bboxes'], atol=1e-2, rtol=1e-4)
+
+    imgs = sorted(glob.glob(osp.join(tiny_shapes, 'val', '*.png')))[:2]
+    found = {}
+    for fuse in (False, True):
+        det = str(tmp_path / f'det_{fuse}.json')
+        out = run_tool('tools/infer.py', DEMO, ckpt, *imgs,
+                       '--score-thr', '0.0', '--out-dir',
+                       str(tmp_path / f'infer_{fuse}'), '--detections', det,
+                       *(['--fuse-conv-bn'] if fuse else []), '--cfg-options',
+                       'model.test_cfg.score_thr=0.0')
+        assert ('folded 20 BatchNorm layers' in out) == fuse, out[-3000:]
+        with open(det) as f:
+            found[fuse] = json.load(f)
+    assert len(found[False]) == len(found[True]) > 0
+    for a, b in zip(found[False], found[True]):
+        assert (a['file'], a['class']) == (b['file'], b['class'])
+        assert abs(a['score'] - b['score']) < 1e-4
+        assert max(abs(p - q) for p, q in zip(a['bbox'], b['bbox'])) < 1e-2
+
+
 def probed_train(tiny_shapes, work_dir, *extra, cpu=True):
     """2 iterations of tools/train.py with ForwardDtypeProbe; returns the
     log and the dtypes the training forwards produced."""

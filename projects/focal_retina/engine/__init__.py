@@ -2,6 +2,7 @@ from . import config_cache  # noqa: F401  (faster mmdet:: bases)
 from .checkpoint import (UntrustedCheckpointError, allow_checkpoint_globals,
                          safe_load)
 from .distributed import CPUAwareDistributedDataParallel, setup_cpu_distributed
+from .fuse import FuseConvBNHook, fuse_for_inference
 from .hooks import (CheckpointCompatibilityHook, CheckpointMismatchError,
                     NonFiniteGuardHook, NonFiniteLossError, SafeCheckpointHook)
 from .optim_wrapper import CPUBF16OptimWrapper
@@ -11,7 +12,8 @@ from .schedulers import BudgetLinearLR, BudgetMultiStepLR
 __all__ = [
     'BudgetLinearLR', 'BudgetMultiStepLR', 'CheckpointCompatibilityHook',
     'CheckpointMismatchError', 'CPUAwareDistributedDataParallel',
-    'CPUBF16OptimWrapper', 'FocalRetinaRunner', 'NonFiniteGuardHook',
-    'NonFiniteLossError', 'SafeCheckpointHook', 'UntrustedCheckpointError',
-    'allow_checkpoint_globals', 'safe_load', 'setup_cpu_distributed'
+    'CPUBF16OptimWrapper', 'FocalRetinaRunner', 'FuseConvBNHook',
+    'NonFiniteGuardHook', 'NonFiniteLossError', 'SafeCheckpointHook',
+    'UntrustedCheckpointError', 'allow_checkpoint_globals',
+    'fuse_for_inference', 'safe_load', 'setup_cpu_distributed'
 ]
