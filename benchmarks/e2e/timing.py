@@ -64,11 +64,10 @@ def time_option(models: Dict, data: dict, option: str, device: str,
     """
     images = len(data['inputs'])
     if option == 'fuse_conv_bn':  # folded copies: they cannot train
-        from mmcv.cnn import fuse_conv_bn
-        models = {
-            k: fuse_conv_bn(copy.deepcopy(m).eval())
-            for k, m in models.items()
-        }
+        from projects.focal_retina.engine.fuse import fuse_for_inference
+        models = {k: copy.deepcopy(m) for k, m in models.items()}
+        for model in models.values():  # what tools/test.py runs
+            fuse_for_inference(model)
     steps = {}
     for name, model in models.items():
         apply_option(model, option)

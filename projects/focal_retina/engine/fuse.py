@@ -19,12 +19,12 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
-_BATCH_NORMS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.SyncBatchNorm)
-
 
 def count_batch_norms(model: torch.nn.Module) -> int:
-    """The number of BatchNorm layers in ``model``."""
-    return sum(isinstance(m, _BATCH_NORMS) for m in model.modules())
+    """The number of BatchNorm layers (SyncBatchNorm included)."""
+    return sum(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        for m in model.modules())
 
 
 def fuse_for_inference(model: torch.nn.Module) -> int:
