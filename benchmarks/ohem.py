@@ -46,10 +46,10 @@ TABLE1D = osp.join(ROOT, 'configs', 'ablations', 'table1d_ohem')
 def table1d_settings():
     """(name, loss_cls cfg, sampler cfg) of each Table 1d config: FL
     first, then in the paper's order (nms .7, nms .5, OHEM 1:3)."""
-    from mmengine.config import Config
+    from projects.focal_retina.engine.cli import read_config
     out = []
     for path in sorted(glob.glob(osp.join(TABLE1D, '*.py'))):
-        cfg = Config.fromfile(path)
+        cfg = read_config(path)
         name = osp.basename(path)[len('retina_r101_fpn_600_1x_'):-3]
         out.append((name, cfg.model.bbox_head.loss_cls.to_dict(),
                     cfg.model.train_cfg.sampler.to_dict()))
@@ -66,11 +66,11 @@ def table1d_settings():
 
 def build_model():
     from mmdet.registry import MODELS
-    from mmengine.config import Config
     from mmengine.logging import MMLogger
 
     import projects.focal_retina  # noqa: F401  (registers components)
-    cfg = Config.fromfile(BASE)
+    from projects.focal_retina.engine.cli import read_config
+    cfg = read_config(BASE)
     cfg.model.backbone.init_cfg = None  # no pretrained weights here
     model = MODELS.build(cfg.model)
     # init_weights logs every parameter at INFO level

@@ -4,17 +4,28 @@
         [--classes person chair] [--out-dir DIR] [--detections FILE]
         [--grid detections.png] [--max-frames N] [--device cpu]
         [--tile 800 [--overlap 0.2]]
+    python tools/infer.py MODEL.onnx INPUT [INPUT ...] [same options]
+
+A ``.onnx`` file (tools/deployment/export_onnx.py) runs with onnxruntime
+(``--backend onnxruntime``, chosen by the extension): no CONFIG needed (one
+given is ignored), the same drawing and JSON; docs/deployment.md.
 
 An INPUT is an image, a folder (its images and videos, in name order; other
 files are skipped with a note), a glob in quotes (``'photos/**/*.jpg'``), a
 video file, or a camera index (``0``). For every image the detections
 scoring at least ``--score-thr`` (of the ``--classes`` given, if any) are
-printed, best first, and drawn into ``DIR/vis/<name>``; the model's raw
-output goes to ``DIR/preds/<stem>.json``. A video or camera stream is run
-frame by frame into an annotated ``DIR/vis/<stem>.mp4`` (camera: until
-``--max-frames`` or Ctrl-C). Every kept detection (file, frame, class,
-score, box x1 y1 x2 y2 in pixels of the input) is written to one file,
-``DIR/detections.json`` by default, CSV if ``--detections`` ends in .csv.
+printed, best first, and drawn into ``DIR/vis/<name>`` (the file's name;
+``.png`` added when OpenCV cannot write its extension: ``scan`` →
+``scan.png``); the model's raw output goes to ``DIR/preds/<name>.json``
+(``a.jpg.json``, so ``a.jpg`` and ``a.png`` keep both). A video or camera
+stream is run frame by frame into an annotated ``DIR/vis/<name>.mp4``
+(``a.avi.mp4``; ``clip.mp4`` keeps its name; camera 0: ``camera0.mp4``;
+until ``--max-frames`` or Ctrl-C). Two inputs of the same name from
+different folders: the later one's outputs are prefixed with its folder
+(``b_a.jpg``), then numbered (``b_a_1.jpg``). Every kept detection (file,
+frame, class, score, box x1 y1 x2 y2 in pixels of the input) is written to
+one file, ``DIR/detections.json`` by default, CSV if ``--detections`` ends
+in .csv.
 ``--grid`` also tiles the drawn images into one picture.
 
 ``--tile 800 --overlap 0.2`` runs the detector on overlapping 800 px
@@ -23,9 +34,10 @@ windows of each image (or frame) and merges their boxes
 the training size, whose objects would shrink below the smallest anchors
 if the whole photo were resized to the model's input.
 
-An image or video that cannot be read is named and the others go on; the
-exit status is 0 when every input was read, 1 when some could not be, 2 on
-a usage error.
+An image or video that cannot be read, or that fails later (the model, an
+output that cannot be written), is named in one line and the others go on;
+the detections of the others are written all the same. The exit status is
+0 when every input ran, 1 when some did not, 2 on a usage error.
 
 Built on mmdet's DetInferencer (model, test pipeline, visualizer). Unlike
 its ``__call__`` on a list of paths, each image is decoded here and run on
@@ -42,9 +54,15 @@ import math
 import os
 import os.path as osp
 import sys
+import warnings
 from typing import List, Optional, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+# mmengine imports setuptools' pkg_resources, which warns on every run
+# before the tool's own output; only that one warning is silenced (by its
+# message), every other warning still shows.
+warnings.filterwarnings(
+    'ignore', message='pkg_resources is deprecated', category=UserWarning)
 
 import cv2
 import numpy as np
@@ -67,7 +85,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
         'inputs',
-        nargs='+',
+        nargs='*',  # at least one; checked by select_backend
         help='images, folders, quoted globs, videos or a camera index')
     parser.add_argument(
         '--score-thr',
@@ -114,11 +132,48 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="e.g. 'cpu' or 'cuda:0' (default: best)")
     parser.add_argument(
+        '--backend',
+        choices=('auto', 'pytorch', 'onnxruntime'),
+        default='auto',
+        help='auto: onnxruntime for a .onnx file (CONFIG may then be '
+        'omitted: the file carries classes, pre-processing and test_cfg), '
+        'PyTorch otherwise')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
         help='override config settings, e.g. model.test_cfg.score_thr=0.3')
     return parser.parse_args()
+
+
+def select_backend(args: argparse.Namespace) -> None:
+    """Resolves ``--backend``. An ``.onnx`` model needs no CONFIG:
+    ``infer.py model.onnx IMG ...`` shifts the positionals; a CONFIG given
+    with one is ignored (its metadata is what was exported)."""
+    if args.config.lower().endswith('.onnx'):  # CONFIG omitted
+        args.inputs = [args.checkpoint] + args.inputs
+        args.checkpoint, args.config = args.config, None
+    if not args.inputs:
+        fail('the following arguments are required: inputs')
+    if args.backend == 'auto':
+        args.backend = 'onnxruntime' if args.checkpoint.lower().endswith(
+            '.onnx') else 'pytorch'
+    if args.backend == 'pytorch':
+        if args.config is None:
+            fail(f'--backend pytorch needs a CONFIG before {args.checkpoint}')
+        return
+    if args.config is not None:
+        print(f'note: {args.config} ignored: {args.checkpoint} carries its '
+              'classes, pre-processing and test_cfg')
+    for given, what in ((args.cfg_options, '--cfg-options'),
+                        (args.fuse_conv_bn, '--fuse-conv-bn')):
+        if given:
+            fail(f'{what} applies to a PyTorch checkpoint; an .onnx file is '
+                 'fixed at export (tools/deployment/export_onnx.py takes '
+                 '--cfg-options)')
+    if args.device not in (None, 'cpu'):
+        fail(f'--device {args.device}: the onnxruntime backend runs on the '
+             'CPU')
 
 
 def tile(images: list, cols: int) -> np.ndarray:
@@ -176,12 +231,24 @@ class Detector:
     """DetInferencer, a score/class filter and the drawing of its boxes."""
 
     def __init__(self, args, cfg) -> None:
-        from mmdet.apis import DetInferencer
-        self.inferencer = DetInferencer(
-            model=cfg,
-            weights=args.checkpoint,
-            device=args.device,
-            show_progress=False)
+        if args.backend == 'onnxruntime':
+            # Same interface as DetInferencer (docs/deployment.md).
+            from projects.focal_retina.deployment import DeployError
+            from projects.focal_retina.deployment.inferencer import \
+                OnnxInferencer
+            try:
+                self.inferencer = OnnxInferencer(args.checkpoint)
+            except DeployError as exc:
+                fail(str(exc))
+            print(f'{args.checkpoint}: '
+                  f'{self.inferencer.detector.describe()}')
+        else:
+            from mmdet.apis import DetInferencer
+            self.inferencer = DetInferencer(
+                model=cfg,
+                weights=args.checkpoint,
+                device=args.device,
+                show_progress=False)
         if args.fuse_conv_bn:
             from projects.focal_retina.engine.fuse import fuse_for_inference
             folded = fuse_for_inference(self.inferencer.model)
@@ -253,9 +320,49 @@ class Detector:
         ]
 
 
-def unique_name(path: str, used: set) -> str:
-    """The file's name, prefixed with its folder if already used."""
-    name = osp.basename(path)
+def output_name(kind: str, src) -> str:
+    """The name an input is drawn into under ``vis/``.
+
+    An image keeps its file name when OpenCV can write that extension,
+    else ``.png`` is added (``scan`` → ``scan.png``, ``a.heic`` →
+    ``a.heic.png``): the drawing is encoded by the name's extension. A
+    video gets ``.mp4`` added unless it is one (``a.avi`` → ``a.avi.mp4``,
+    ``clip.mp4`` stays), so that ``a.avi`` and ``a.mov`` do not both
+    become ``a.mp4``; camera 0 is ``camera0.mp4``.
+
+    Args:
+        kind: ``'image'``, ``'video'`` or ``'camera'``.
+        src: The input's path, or the camera index.
+
+    Returns:
+        A file name (no folder).
+    """
+    if kind == 'camera':
+        return f'camera{src}.mp4'
+    name = osp.basename(src)
+    stem, ext = osp.splitext(name)
+    if kind == 'video':
+        return stem + '.mp4' if ext.lower() == '.mp4' else name + '.mp4'
+    # mmcv.imwrite encodes by osp.splitext's extension; a name such as
+    # '.png' has none there.
+    if not ext or not cv2.haveImageWriter('x' + ext):
+        name += '.png'
+    return name
+
+
+def unique_name(path: str, used: set, name: Optional[str] = None) -> str:
+    """An output file name no earlier input has (recorded in ``used``).
+
+    Args:
+        path: The input's path.
+        used: The names already given; the returned one is added.
+        name: The wanted name (default: the file's name), prefixed with
+            the input's folder if already used, then numbered.
+
+    Returns:
+        The unique name.
+    """
+    name = osp.basename(path) if name is None else name
     if name in used:
         name = f'{osp.basename(osp.dirname(osp.abspath(path)))}_{name}'
     base, n = name, 1
@@ -277,9 +384,9 @@ def run_image(det: Detector, path: str, name: str, out_dir: str):
         return None
     sample, kept = det(bgr)
     os.makedirs(osp.join(out_dir, 'preds'), exist_ok=True)
-    with open(
-            osp.join(out_dir, 'preds',
-                     osp.splitext(name)[0] + '.json'), 'w') as f:
+    # Named after the drawn file, extension included: 'a.jpg' and 'a.png'
+    # would share 'a.json'.
+    with open(osp.join(out_dir, 'preds', name + '.json'), 'w') as f:
         json.dump(det.inferencer.pred2dict(sample), f)
     drawn = det.draw(bgr[..., ::-1], sample, kept,
                      osp.join(out_dir, 'vis', name))
@@ -303,7 +410,7 @@ def run_video(det: Detector, src, name: str, out_dir: str,
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     if max_frames is not None:
         total = min(total, max_frames) if total > 0 else max_frames
-    out = osp.join(out_dir, 'vis', osp.splitext(name)[0] + '.mp4')
+    out = osp.join(out_dir, 'vis', name)
     writer, records, frame = None, [], 0
     progress = ProgressBar(max(total, 0))
     try:
@@ -354,7 +461,9 @@ def write_detections(path: str, records: List[dict]) -> None:
 
 def main() -> None:
     args = parse_args()
-    check_file(args.checkpoint, 'checkpoint')
+    select_backend(args)
+    check_file(args.checkpoint, 'checkpoint'
+               if args.backend == 'pytorch' else 'model file')
     if not 0 <= args.score_thr <= 1:
         fail(f'--score-thr {args.score_thr}: expected a value in [0, 1]')
     if args.tile is not None and args.tile < 1:
@@ -369,29 +478,40 @@ def main() -> None:
     if osp.splitext(detections)[1].lower() not in ('.json', '.csv'):
         fail(f'--detections {detections!r}: expected a .json or .csv file')
     sources = expand(args.inputs)
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options) \
+        if args.backend == 'pytorch' else None
     det = Detector(args, cfg)
-    model_thr = cfg.model.get('test_cfg', {}).get('score_thr')
+    model_thr = (cfg.model.get('test_cfg', {}) if cfg is not None else
+                 det.inferencer.test_cfg).get('score_thr')
     if model_thr is not None and args.score_thr < model_thr:
         print(f'note: the model drops scores below its test_cfg.score_thr='
               f'{model_thr} (set it with --cfg-options)')
     records, drawn, failed, used = [], [], [], set()
     for kind, src in sources:
-        if kind == 'image':
-            out = run_image(det, src, unique_name(src, used), args.out_dir)
-            if out is not None:
-                records += out[0]
-                if args.grid:
-                    drawn.append(out[1])
-        else:
-            name = f'camera{src}' if kind == 'camera' else src
-            out = run_video(det, src, unique_name(name, used), args.out_dir,
-                            args.max_frames)
-            if out is not None:
-                records += out
+        path = f'camera{src}' if kind == 'camera' else src
+        name = unique_name(path, used, output_name(kind, src))
+        try:
+            if kind == 'image':
+                out = run_image(det, src, name, args.out_dir)
+            else:
+                out = run_video(det, src, name, args.out_dir, args.max_frames)
+        except Exception as exc:
+            # Whatever goes wrong with one input (a decoder, the model, an
+            # output that cannot be written) is named in one line; the
+            # other inputs still run and the list is still written.
+            failed.append(src)
+            msg = ' '.join(str(exc).split())
+            print(f'FAILED {src}: {type(exc).__name__}: {msg}')
+            continue
         if out is None:
             failed.append(src)
             print(f'FAILED {src}: cannot read this {kind}')
+        elif kind == 'image':
+            records += out[0]
+            if args.grid:
+                drawn.append(out[1])
+        else:
+            records += out
     write_detections(detections, records)
     if args.grid and drawn:
         grid = tile(drawn, cols=min(len(drawn), 2))

@@ -7,8 +7,8 @@ config's ``test_evaluator`` (CocoMetric: the COCO AP table). With
 import argparse
 import os
 import os.path as osp
-import re
 import sys
+from typing import List, Optional
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -20,9 +20,10 @@ from mmengine.runner import Runner
 from projects.focal_retina.engine.cli import (check_dataset_paths, check_file,
                                               fail, load_config, set_work_dir)
 from projects.focal_retina.engine.distributed import setup_cpu_distributed
+from projects.focal_retina.evaluation.testdev import submission_name_problem
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and eval) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
@@ -56,16 +57,16 @@ def parse_args() -> argparse.Namespace:
         default='none',
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
 
 def use_test_dev(cfg, name: str) -> None:
     """Points the test loop at COCO test-dev and writes a submission."""
-    if not re.fullmatch(r'[A-Za-z0-9-]+', name):
-        fail(f'--test-dev {name!r}: expected letters, digits and "-" only '
-             '(the evaluation server splits the file name on "_")')
+    problem = submission_name_problem(name)
+    if problem:
+        fail(problem)
     dataset = cfg.test_dataloader.dataset
     info = 'annotations/image_info_test-dev2017.json'
     info_path = osp.join(dataset.get('data_root') or '', info)

@@ -43,13 +43,13 @@ def quiet_mmengine() -> None:
 def build_model(name: str, seed: int = 0) -> torch.nn.Module:
     """One of the two models, randomly initialised with ``seed``."""
     from mmdet.registry import MODELS
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     import projects.focal_retina  # noqa: F401  (registers components)
+    from projects.focal_retina.engine.cli import read_config
     init_default_scope('mmdet')
     path = stock_config_path() if name == 'stock' else OUR_CONFIG
-    cfg = Config.fromfile(path)
+    cfg = read_config(path)
     cfg.model.backbone.init_cfg = None  # no pretrained weights here
     quiet_mmengine()
     torch.manual_seed(seed)

@@ -4,6 +4,8 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 CASES = ('FocalFamilyLoss', 'mmdet FocalLoss', 'DRLoss per_batch',
@@ -35,6 +37,14 @@ def test_dr_loss_benchmark_quick():
                    for v in (ms_ratio, mib_ratio))  # finite
     focal = rows[0]
     assert float(focal[3]) == 1.0 and float(focal[5]) == 1.0
+    # the cases really share their input: the fused focal loss prints
+    # mmdet's value, and on --quick's one image the two DR groupings are
+    # the same group (per_image = per_batch)
+    value = {r[1].strip(): float(r[6]) for r in rows}
+    assert value['FocalFamilyLoss'] == pytest.approx(
+        value['mmdet FocalLoss'], abs=2e-4)
+    assert value['DRLoss per_batch'] == pytest.approx(
+        value['DRLoss per_image'], abs=2e-4)
     # the DR loss keeps no N x K activation: no more memory than the
     # fused focal loss (gradient + chunk temporaries)
     for row in rows[2:]:

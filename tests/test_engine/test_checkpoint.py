@@ -116,6 +116,17 @@ def test_real_runner_checkpoint_resumes(tmp_path):
             out = self.lin(inputs)
             return dict(loss=out.pow(2).mean()) if mode == 'loss' else out
 
+    from mmengine.hooks import Hook
+
+    class CountIters(Hook):
+        """The iterations this Runner ran itself (not restored ones)."""
+
+        def __init__(self):
+            self.iters = []
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            self.iters.append(runner.iter)
+
     data = [dict(inputs=torch.tensor([1.0, float(i)])) for i in range(8)]
 
     def runner(work_dir, max_iters, resume):
@@ -135,14 +146,25 @@ def test_real_runner_checkpoint_resumes(tmp_path):
                 checkpoint=dict(
                     type='CheckpointHook', interval=2, by_epoch=False)),
             resume=resume,
+            custom_hooks=[CountIters()],
             experiment_name=f'ckpt_{work_dir.name}_{max_iters}')
 
-    runner(tmp_path / 'a', 2, False).train()
+    first = runner(tmp_path / 'a', 2, False)
+    first.train()
     resumed = runner(tmp_path / 'a', 4, True)
     resumed.train()
     straight = runner(tmp_path / 'b', 4, False)
     straight.train()
+    # the resumed run started at iteration 2, from iter_2.pth's weights,
+    # momentum included: a fresh start would also end on ``straight``
+    # (same seed), so equal weights alone would prove nothing
+    counter = [h for h in resumed.hooks if isinstance(h, CountIters)][0]
+    assert counter.iters == [2, 3]
     assert resumed.iter == 4
+    params = ('lin.weight', 'lin.bias')
+    assert not any(
+        torch.equal(first.model.state_dict()[k],
+                    straight.model.state_dict()[k]) for k in params)
     torch.testing.assert_close(resumed.model.state_dict(),
                                straight.model.state_dict(), rtol=0, atol=0)
 

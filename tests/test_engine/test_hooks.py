@@ -3,12 +3,15 @@ the old one is pruned, and refused partial loads — each with mmengine's own
 Runner and CheckpointHook on a toy model, pinned to the CPU."""
 import os
 import os.path as osp
+import warnings
+from contextlib import contextmanager
 
 import pytest
 import torch
 import torch.nn as nn
 from mmengine.fileio.backends import LocalBackend
 from mmengine.model import BaseModel
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.runner import Runner
 
 from projects.focal_retina.engine import (CheckpointMismatchError,
@@ -60,7 +63,8 @@ def make_runner(work_dir,
                 load_from=None,
                 resume=False,
                 cls=FocalRetinaRunner,
-                checkpoint_type='SafeCheckpointHook'):
+                checkpoint_type='SafeCheckpointHook',
+                **kwargs):
     torch.manual_seed(0)
     return cls(
         model=model,
@@ -83,7 +87,8 @@ def make_runner(work_dir,
         if custom_hooks is not None else [dict(type='NonFiniteGuardHook')],
         load_from=load_from,
         resume=resume,
-        experiment_name=f'hooks_{next(RUNS)}')
+        experiment_name=f'hooks_{next(RUNS)}',
+        **kwargs)
 
 
 def params(model):
@@ -360,3 +365,180 @@ def test_resume_finds_the_last_complete_checkpoint(tmp_path):
         marker.write_text(stale)
         assert latest_checkpoint(str(tmp_path)) == str(tmp_path /
                                                        'iter_10.pth')
+
+
+def kept(work_dir):
+    names = [p for p in os.listdir(work_dir) if p.startswith('iter_')]
+    return sorted(names, key=lambda n: int(n[5:].split('.')[0]))
+
+
+@pytest.mark.parametrize('keep', [1, 2, 3])
+def test_old_checkpoints_are_pruned_across_a_resume(tmp_path, keep):
+    """max_keep_ckpts=keep over 8 saves, resumed after the 4th: the files
+    left are the last `keep`, as mmengine's own CheckpointHook leaves them
+    (its deletion is before the save, ours after)."""
+    expected_4 = [f'iter_{i}.pth' for i in range(5 - keep, 5)]
+    expected_8 = [f'iter_{i}.pth' for i in range(9 - keep, 9)]
+    runner = make_runner(tmp_path, Toy(), max_iters=4, max_keep=keep)
+    runner.train()
+    assert kept(tmp_path) == expected_4
+    # --resume: the kept ids come back from the checkpoint's message hub.
+    resumed = make_runner(
+        tmp_path, Toy(), max_iters=8, max_keep=keep, resume=True)
+    resumed.train()
+    assert resumed.iter == 8
+    assert kept(tmp_path) == expected_8
+    with open(tmp_path / 'last_checkpoint') as f:
+        assert f.read().endswith('iter_8.pth')
+    saved(tmp_path / 'iter_8.pth')  # whole
+    # The same runs with mmengine's Runner and CheckpointHook.
+    stock = tmp_path / 'stock'
+    for max_iters, resume in ((4, False), (8, True)):
+        make_runner(
+            stock,
+            Toy(),
+            max_iters=max_iters,
+            max_keep=keep,
+            resume=resume,
+            cls=Runner,
+            checkpoint_type='CheckpointHook').train()
+    assert kept(stock) == expected_8
+
+
+def test_unbounded_keep_deletes_nothing(tmp_path):
+    make_runner(tmp_path, Toy(), max_iters=6, max_keep=-1).train()
+    assert kept(tmp_path) == [f'iter_{i}.pth' for i in range(1, 7)]
+
+
+class CPUScaledOptimWrapper(AmpOptimWrapper):
+    """mmengine's AmpOptimWrapper (its backward, step and state dict) with
+    a CPU GradScaler: what `--amp` runs on CUDA, without a GPU. The scale is
+    2**16 as torch's default; the forward is not autocast."""
+
+    def __init__(self, optimizer, **kwargs):
+        OptimWrapper.__init__(self, optimizer, **kwargs)
+        self._scale_update_param = None
+        self.loss_scaler = torch.amp.GradScaler('cpu')
+
+    @contextmanager
+    def optim_context(self, model):
+        with OptimWrapper.optim_context(self, model):
+            yield
+
+
+def make_scaled_runner(work_dir, model, max_iters=4, action='stop'):
+    runner = make_runner(
+        work_dir,
+        model,
+        max_iters=max_iters,
+        custom_hooks=[dict(type='NonFiniteGuardHook', action=action)])
+    optimizer = torch.optim.SGD(runner.model.parameters(), lr=0.01)
+    runner.optim_wrapper = CPUScaledOptimWrapper(optimizer)
+    return runner
+
+
+class AlwaysNaN(Toy):
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        out = super().forward(inputs, data_samples, mode)
+        if mode == 'loss':
+            out['loss_cls'] = out['loss_cls'] * float('nan')
+        return out
+
+
+def test_nan_loss_stops_under_a_grad_scaler(tmp_path):
+    """Under a GradScaler, a NaN gradient makes the scaler skip
+    optimizer.step(): an optimizer pre-hook never runs and the run goes on,
+    its scale halving. The guard stops it at the first step."""
+    runner = make_scaled_runner(tmp_path, AlwaysNaN())
+    before = params(runner.model)
+    with pytest.raises(NonFiniteLossError, match='loss_cls=nan.*iteration 1'):
+        runner.train()
+    assert runner.optim_wrapper.loss_scaler.get_scale() == 2.0**16
+    for k, v in params(runner.model).items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_gradient_overflow_under_a_scaler_is_skipped_then_stopped(
+        tmp_path):
+    """Finite losses with non-finite gradients under a scaler: the scaler's
+    overflow skip (the scale halves), tolerated max_skips times in a row."""
+    runner = make_scaled_runner(tmp_path, Toy(nan_grad_at=2), max_iters=4)
+    runner.train()
+    hook = [h for h in runner.hooks if type(h).__name__ ==
+            'NonFiniteGuardHook'][0]
+    assert runner.iter == 4 and hook.skipped == 1
+    assert runner.optim_wrapper.loss_scaler.get_scale() == 2.0**15
+
+    class GradAlwaysNaN(Toy):
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            self.nan_grad_at = self.calls + 1
+            return super().forward(inputs, data_samples, mode)
+
+    runner = make_scaled_runner(
+        tmp_path / 'b', GradAlwaysNaN(), max_iters=20)
+    with pytest.raises(NonFiniteLossError, match='10 steps in a row'):
+        runner.train()
+    assert runner.iter == 10  # stopped at iteration 11
+
+
+def test_skip_under_a_scaler_leaves_the_weights(tmp_path):
+    runner = make_scaled_runner(
+        tmp_path, Toy(nan_at=1), max_iters=1, action='skip')
+    before = params(runner.model)
+    runner.train()
+    for k, v in params(runner.model).items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_resume_refuses_a_partial_fit(tmp_path):
+    """allow_mismatch would drop retina_cls but the optimizer state keeps
+    the checkpoint's shapes: a resume must refuse it in one line."""
+    src = make_runner(
+        tmp_path / 'src', Toy(num_classes=5), max_iters=2, max_keep=1)
+    src.train()
+    hooks = [
+        dict(
+            type='CheckpointCompatibilityHook',
+            allow_mismatch=['bbox_head.retina_cls'])
+    ]
+    runner = make_runner(
+        tmp_path / 'dst',
+        Toy(num_classes=3),
+        max_iters=4,
+        custom_hooks=hooks,
+        load_from=str(tmp_path / 'src' / 'iter_2.pth'),
+        resume=True)
+    with pytest.raises(CheckpointMismatchError) as err:
+        runner.train()
+    first = str(err.value).splitlines()[0]
+    assert '--resume needs a checkpoint that fits' in first
+    assert 'load_from' in first
+    # The same file as load_from (fine-tuning) still loads.
+    runner = make_runner(
+        tmp_path / 'ft',
+        Toy(num_classes=3),
+        max_iters=1,
+        custom_hooks=hooks,
+        load_from=str(tmp_path / 'src' / 'iter_2.pth'))
+    runner.train()
+
+
+def test_guard_keeps_the_lr_schedule_counting(tmp_path):
+    """The guard wraps the optim wrapper's step, which mmengine's param
+    schedulers have already wrapped with their step counter: the schedule
+    still sees its counter (no "optimizer.step() has been overridden"
+    warning) and steps the lr at the milestone."""
+    runner = make_runner(
+        tmp_path,
+        Toy(),
+        max_iters=4,
+        param_scheduler=dict(
+            type='MultiStepLR', milestones=[2], gamma=0.1, by_epoch=False))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter('always')
+        runner.train()
+    assert not [w for w in seen if 'overridden' in str(w.message)]
+    lr = runner.optim_wrapper.get_lr()['lr'][0]
+    assert lr == pytest.approx(0.001)

@@ -134,3 +134,55 @@ def test_train_names_the_missing_path_or_type(tiny_shapes, option, message):
     assert message.format(root=osp.normpath(root)).replace('//', '/') in \
         out.replace('//', '/'), out[-3000:]
     assert 'Traceback' not in out
+
+
+CLASS_MISTAKES = [
+    ("('tree')", 'len(classes)', "is the string 'tree'",
+     "classes = ('tree', )"),
+    ('()', '1', 'is empty', 'at least one class name'),
+    ("('tree', 'bush', 'tree')", 'len(classes)',
+     "names 'tree' more than once", 'one name'),
+    ("('tree', 'bush')", '1', 'num_classes=1 but',
+     'num_classes=len(classes)'),
+]
+
+
+@pytest.mark.parametrize('classes,num,what,fix', CLASS_MISTAKES)
+def test_class_name_mistakes_are_refused(tmp_path, classes, num, what, fix):
+    """The own-data recipe with classes = ('tree') trained with 4 classes
+    (len('tree')) and reported AP 0 without a word. Each mistake is one
+    line naming the key and the fix, before anything is built."""
+    leaf = tmp_path / 'trees.py'
+    recipe = osp.join(ROOT, 'configs/own_data/retina_r18_fpn_own_data.py')
+    leaf.write_text(
+        f'_base_ = {recipe!r}\n'
+        f'classes = {classes}\n'
+        f'model = dict(bbox_head=dict(num_classes={num}))\n'
+        'train_dataloader = dict(dataset=dict(metainfo=dict('
+        'classes=classes)))\n'
+        'val_dataloader = dict(dataset=dict(metainfo=dict('
+        'classes=classes)))\n'
+        'test_dataloader = val_dataloader\n')
+    out = subprocess.run(
+        [sys.executable, 'tools/train.py',
+         str(leaf), '--work-dir',
+         str(tmp_path / 'w')],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [ln for ln in out.stderr.splitlines() if 'error:' in ln]
+    assert len(errors) == 1, out.stderr[-2000:]
+    assert what in errors[0] and fix in errors[0], errors[0]
+    assert 'Traceback' not in out.stderr
+    assert not (tmp_path / 'w').exists()
+
+
+def test_checked_dataset_refuses_a_string_of_classes(tmp_path):
+    from projects.focal_retina.datasets import CheckedCocoDataset
+    with pytest.raises(ValueError, match=r"write classes = \('tree', \)"):
+        CheckedCocoDataset(
+            ann_file=str(tmp_path / 'a.json'),
+            metainfo=dict(classes='tree'),
+            lazy_init=True)

@@ -96,15 +96,30 @@ def lr_trace(config: str, max_iters: int, tmp_path) -> list:
     return recorder.lrs
 
 
-@pytest.mark.parametrize('config,max_iters', [(DEMO, 1000), (PAPER, 900)])
-def test_schedule_follows_max_iters(config, max_iters, tmp_path):
+@pytest.mark.parametrize(
+    'config,max_iters,start,warmup,milestones',
+    [
+        # demo: 10% warm-up from lr / 10, steps at 76% and 92%
+        (DEMO, 1000, 0.1, 100, (760, 920)),
+        # paper: 500 / 90000 warm-up from lr / 3, steps at 2/3 and 8/9
+        (PAPER, 900, 1 / 3, 5, (600, 800)),
+    ])
+def test_schedule_follows_max_iters(config, max_iters, start, warmup,
+                                    milestones, tmp_path):
     base_lr = Config.fromfile(config).optim_wrapper.optimizer.lr
     lrs = lr_trace(config, max_iters, tmp_path)
     assert len(lrs) == max_iters
-    # 80% of the run: after the first step (76% demo, 2/3 paper), before
-    # the second (92%, 8/9); 95%: after both.
-    assert lrs[int(0.80 * max_iters)] == pytest.approx(base_lr * 0.1)
-    assert lrs[int(0.95 * max_iters)] == pytest.approx(base_lr * 0.01)
-    # the warm-up is the same fraction of the run: over by 10% (demo) or
-    # 500/90000 of it (paper), and full lr just before the first step
-    assert lrs[int(0.6 * max_iters)] == pytest.approx(base_lr)
+    # the linear warm-up over T iterations, T the same fraction of the new
+    # run (5 here, not 500): lr (s + (1 - s) t / (T - 1)) for t < T, as
+    # mmengine's LinearLR (full lr at the last warm-up iteration)
+    for t in range(warmup):
+        factor = start + (1 - start) * t / (warmup - 1)
+        assert lrs[t] == pytest.approx(base_lr * factor), t
+    assert lrs[warmup - 2] < base_lr
+    first, second = milestones
+    assert lrs[warmup] == pytest.approx(base_lr)
+    assert lrs[first - 1] == pytest.approx(base_lr)
+    assert lrs[first] == pytest.approx(base_lr * 0.1)
+    assert lrs[second - 1] == pytest.approx(base_lr * 0.1)
+    assert lrs[second] == pytest.approx(base_lr * 0.01)
+    assert lrs[-1] == pytest.approx(base_lr * 0.01)

@@ -163,3 +163,149 @@ def test_example_large_photo_objects_straddle_borders(tmp_path):
         assert any(x0 < b < x1 for b in inner_x) or any(y0 < b < y1
                                                         for b in inner_y)
         assert max(x1 - x0, y1 - y0) < 0.2 * 512
+
+
+# ---- scores of absorbed boxes ---------------------------------------------
+# Issue 19, item 4: a cut box dropped for a whole view of the object from
+# another window used to leave the whole view at its own score, however
+# much more confident the cut view was.
+
+
+def window_sample(boxes) -> DetDataSample:
+    """A window's prediction from ``(x1, y1, x2, y2, label, score)`` in
+    window pixels."""
+    inst = InstanceData()
+    inst.bboxes = torch.tensor([b[:4] for b in boxes],
+                               dtype=torch.float32).reshape(-1, 4)
+    inst.labels = torch.tensor([b[4] for b in boxes], dtype=torch.long)
+    inst.scores = torch.tensor([b[5] for b in boxes], dtype=torch.float32)
+    sample = DetDataSample()
+    sample.pred_instances = inst
+    return sample
+
+
+def boxes_and_scores(inst) -> list:
+    """``(x1, y1, x2, y2, label, score)`` rows, sorted by box."""
+    return sorted(
+        tuple(round(v) for v in b.tolist()) + (int(lab), round(float(s), 4))
+        for b, lab, s in zip(inst.bboxes, inst.labels, inst.scores))
+
+
+def edge_scored_detector(cut_score: float, whole_score: float):
+    """The component detector, scoring a component that touches the crop's
+    border (a truncated view here: no test object touches the image
+    border) ``cut_score`` and any other ``whole_score``."""
+
+    def detect(crop: np.ndarray) -> DetDataSample:
+        sample = component_detector(crop)
+        b = sample.pred_instances.bboxes
+        h, w = crop.shape[:2]
+        touches = (b[:, 0] <= 0) | (b[:, 1] <= 0) | (b[:, 2] >= w) | (
+            b[:, 3] >= h)
+        sample.pred_instances.scores = torch.where(touches,
+                                                   torch.tensor(cut_score),
+                                                   torch.tensor(whole_score))
+        return sample
+
+    return detect
+
+
+@pytest.mark.parametrize('cut_score,whole_score', [(0.9, 0.3), (0.3, 0.9),
+                                                   (0.6, 0.6)])
+def test_kept_box_has_the_best_score_of_the_views(cut_score, whole_score):
+    """The issue's case: an object cut by x = 512 (windows 0 and 2 see a
+    half, window 1 sees it whole). Whichever view is the confident one,
+    one box comes out, whole, at max(cut, whole), so a 0.5 threshold keeps
+    it."""
+    img = painted(300, 1024, [(462, 100, 562, 200, 0)])
+    detect = edge_scored_detector(cut_score, whole_score)
+    out = detect_tiled(detect, img, 512, 0.2).pred_instances
+    best = max(cut_score, whole_score)
+    assert boxes_and_scores(out) == [(462, 100, 562, 200, 0, best)]
+    assert out.scores.dtype == torch.float32
+    assert len(out[out.scores >= 0.5]) == 1
+
+
+def test_score_passes_along_a_chain_of_absorbed_boxes():
+    """A small cut view absorbed by a larger cut view that is absorbed in
+    turn by the whole view: the score travels to the box that is kept.
+
+    Windows x 0-500, 420-920, 450-950 (image 300 × 950); object x 400-480,
+    y 100-200. Window 0 sees it whole (score 0.2), window 1 cut at its left
+    edge as x 420-480 (0.4), window 2 as x 450-480 (0.95). By hand: the
+    30 px piece lies wholly in the 60 px piece (IoU 0.5) and in the whole
+    box (IoU 0.375): absorbed by the 60 px piece, which then scores 0.95;
+    the 60 px piece lies wholly in the whole box: absorbed, 0.95 with it.
+    (Window 1's piece comes first in the list, so taking the boxes in list
+    order would lose the 0.95.)
+    """
+    wins = [(0, 0, 500, 300), (420, 0, 920, 300), (450, 0, 950, 300)]
+    samples = [
+        window_sample([(400, 100, 480, 200, 0, 0.2)]),
+        window_sample([(0, 100, 60, 200, 0, 0.4)]),
+        window_sample([(0, 100, 30, 200, 0, 0.95)]),
+    ]
+    out = merge_tiles(samples, wins, (300, 950)).pred_instances
+    assert boxes_and_scores(out) == [(400, 100, 480, 200, 0, 0.95)]
+    # The windows' own predictions are left as they were.
+    assert [round(float(s.pred_instances.scores[0]), 4)
+            for s in samples] == [0.2, 0.4, 0.95]
+
+
+def test_score_goes_to_the_view_of_the_same_object_only():
+    """A cut piece inside both the whole view of its object and a larger
+    cut box of the same class (a piece of another object around it)
+    passes its score to the whole view (IoU 0.5), not to the other
+    object's piece (IoU 0.04), whose own whole view would inherit it.
+
+    Windows x 0-500 and 420-920 (image 300 × 920). Object C, x 400-440,
+    y 100-140: window 0 sees it whole (0.3), window 1 sees x 420-440 (cut
+    at its left edge, 0.9, 800 px²). Large object D, x 423-700, y 60-280:
+    window 1 sees it whole (0.1), window 0 cut at its right edge as x
+    423-500 (0.05, 16940 px²). C's piece lies wholly in C (IoU 800 / 1600)
+    and 17 × 40 = 680 px² of it in D's piece (0.85 ≥ 0.8; IoU 680 / 17060).
+    D's piece lies wholly in D: absorbed, D keeps max(0.1, 0.05). NMS: C
+    and D overlap by 680 px² (IoU 0.011), both stay.
+    """
+    wins = [(0, 0, 500, 300), (420, 0, 920, 300)]
+    samples = [
+        window_sample([(400, 100, 440, 140, 0, 0.3),
+                       (423, 60, 500, 280, 0, 0.05)]),
+        window_sample([(0, 100, 20, 140, 0, 0.9), (3, 60, 280, 280, 0, 0.1)]),
+    ]
+    out = merge_tiles(samples, wins, (300, 920)).pred_instances
+    assert boxes_and_scores(out) == [(400, 100, 440, 140, 0, 0.9),
+                                     (423, 60, 700, 280, 0, 0.1)]
+
+
+def test_pieces_of_a_large_object_keep_the_best_scores():
+    """An object wider than the overlap (x 300-700, y 50-150; windows x
+    0-512, 409-921, 512-1024) is seen whole nowhere. Window 2's piece (x
+    512-700, 0.8) lies wholly in window 1's larger piece (x 409-700, 0.3):
+    absorbed, window 1's piece scores 0.8. Window 0's piece (x 300-512,
+    0.6) shares 103 of its 212 px width with window 1's (0.49 < 0.8): kept
+    at 0.6; IoU 10300 / 40000 = 0.26, NMS keeps both."""
+    wins = tile_windows(200, 1024, 512, 0.2)
+    assert wins == [(0, 0, 512, 200), (409, 0, 921, 200), (512, 0, 1024, 200)]
+    samples = [
+        window_sample([(300, 50, 512, 150, 0, 0.6)]),
+        window_sample([(0, 50, 291, 150, 0, 0.3)]),
+        window_sample([(0, 50, 188, 150, 0, 0.8)]),
+    ]
+    out = merge_tiles(samples, wins, (200, 1024)).pred_instances
+    assert boxes_and_scores(out) == [(300, 50, 512, 150, 0, 0.6),
+                                     (409, 50, 700, 150, 0, 0.8)]
+
+
+def test_other_class_neither_gives_nor_takes_a_score():
+    """A confident cut box of class 1 inside a whole box of class 0: both
+    stay, each with its own score."""
+    wins = tile_windows(300, 1024, 512, 0.2)
+    samples = [
+        window_sample([(462, 100, 512, 200, 1, 0.9)]),
+        window_sample([(53, 100, 153, 200, 0, 0.3)]),
+        window_sample([]),
+    ]
+    out = merge_tiles(samples, wins, (300, 1024)).pred_instances
+    assert boxes_and_scores(out) == [(462, 100, 512, 200, 1, 0.9),
+                                     (462, 100, 562, 200, 0, 0.3)]

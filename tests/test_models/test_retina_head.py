@@ -157,6 +157,13 @@ def test_empty_ground_truth():
     per_term = -(0.75) * 0.01**2 * math.log(0.99)
     assert sum(losses['loss_cls']).item() == \
         pytest.approx(num_anchors * per_term, rel=0.2)
+    # exactly: every (anchor, class) is a negative, eq. 5 with y = -1 is
+    # (1 - alpha) p^2 (-log(1 - p)), summed and divided by 1
+    logits = torch.cat([s.flatten() for s in head(feats(1))[0]]).double()
+    p = logits.sigmoid()
+    expected = (0.75 * p**2 * -torch.log1p(-p)).sum().item()
+    assert logits.numel() == num_anchors
+    assert sum(losses['loss_cls']).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_one_pixel_box_gets_a_positive_and_finite_loss():

@@ -345,6 +345,25 @@ def test_refused_with_a_loss_that_needs_whole_images(monkeypatch):
         MODELS.build(head_cfg())
 
 
+@pytest.mark.parametrize('grouping', ['per_batch', 'per_image'])
+def test_refused_with_the_dr_loss(grouping):
+    """DRLoss(reduction='none') gives one value per softmax group, not one
+    per anchor: with OHEM the first loss_by_feat failed (IndexError). The
+    model must refuse the pair when it is built, naming both settings."""
+    cfg = head_cfg()
+    cfg['loss_cls'] = dict(type='DRLoss', grouping=grouping)
+    with pytest.raises(ValueError) as err:
+        MODELS.build(cfg)
+    msg = str(err.value)
+    for part in ('OneStageOHEMSampler', f"DRLoss(grouping='{grouping}')",
+                 'per_image', 'FocalFamilyLoss'):
+        assert part in msg, (part, msg)
+    # The DR loss without a sampler builds (the configs of dr_loss/).
+    cfg['train_cfg'] = ConfigDict(cfg['train_cfg'], sampler=dict(
+        type='PseudoSampler'))
+    MODELS.build(cfg)
+
+
 def head_cfg(normalizer='global', **sampler):
     sampler = dict(
         dict(type='OneStageOHEMSampler', batch_size=16, nms_iou=0.5),

@@ -347,7 +347,7 @@ def test_collect_results_feeds_paper_table(tiny_work, tmp_path):
     root = tmp_path / 'work_dirs'
     fake_work_dir(
         tiny_work, root / 'r50', 'configs/retina_r50_fpn_1x.py', ap=0.352)
-    # shares its file name with the Table 1e 600 px row: the minival one
+    # the ablation default: also Table 1b, 1c, 1e (600 px) and 3 cells
     fake_work_dir(
         tiny_work,
         root / 'abl',
@@ -358,10 +358,15 @@ def test_collect_results_feeds_paper_table(tiny_work, tmp_path):
     run('tools/analysis/collect_results.py', '--work-root', str(root), '--out',
         table, '--json', js)
     text = open(table).read()
-    assert ('| `configs/retina_r50_fpn_1x.py` | 35.7 (test-dev) | 35.2 | '
-            '-0.5 |') in text
-    assert ('| `configs/ablations/retina_r50_fpn_600_1x.py` | 34.0 '
-            '(minival) | 34.1 | +0.1 |') in text
+    assert ('| `configs/retina_r50_fpn_1x.py` | 35.7 (Table 1e: R-50, 800 '
+            'px, test-dev) | 35.2 | -0.5 |') in text
+    for cell in ('Sec. 5.1: ablation default (FL gamma 2, alpha .25), '
+                 'minival', 'Table 1b: gamma = 2, alpha = 0.25, minival',
+                 'Table 1e: R-50, 600 px, test-dev'):
+        delta = '+0.1' if 'minival' in cell else '-0.2'
+        assert (f'| `configs/ablations/retina_r50_fpn_600_1x.py` | 3'
+                f'{"4.3" if "test-dev" in cell else "4.0"} ({cell}) | 34.1 '
+                f'| {delta} |') in text, cell
     assert '| `retina_r18_fpn_shapes.py` (demo) | — |' in text
     with open(js) as f:
         assert json.load(f) == {
@@ -369,7 +374,8 @@ def test_collect_results_feeds_paper_table(tiny_work, tmp_path):
             'configs/ablations/retina_r50_fpn_600_1x.py': 34.1
         }
     printed = run('tools/paper_table.py', '--results', js)
-    assert '| 35.7 (test-dev) | 35.2 |' in printed
+    assert ('| `configs/retina_r50_fpn_1x.py` | Table 1e: R-50, 800 px — '
+            '35.7 (test-dev) | 35.2 |') in printed
 
 
 def test_set_scale_keeps_the_ratio():

@@ -6,7 +6,10 @@ slow subprocesses on the CPU)."""
 import csv
 import glob
 import json
+import os
 import os.path as osp
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -65,6 +68,87 @@ def test_unique_names():
     assert infer.unique_name('a/x.jpg', used) == 'x.jpg'
     assert infer.unique_name('b/x.jpg', used) == 'b_x.jpg'
     assert infer.unique_name('b/x.jpg', used) == 'b_x_1.jpg'
+
+
+def test_output_names_keep_the_extension():
+    """Issue 19, item 3: outputs named so that no two inputs share one, and
+    drawings named with an extension OpenCV can encode."""
+    infer = load_tool('tools/infer.py')
+    assert infer.output_name('image', 'd/a.jpg') == 'a.jpg'
+    assert infer.output_name('image', 'd/a.PNG') == 'a.PNG'
+    assert infer.output_name('image', 'd/scan') == 'scan.png'
+    assert infer.output_name('image', 'd/photo.heic') == 'photo.heic.png'
+    assert infer.output_name('image', 'd/.png') == '.png.png'
+    assert infer.output_name('video', 'd/a.avi') == 'a.avi.mp4'
+    assert infer.output_name('video', 'd/a.mov') == 'a.mov.mp4'
+    assert infer.output_name('video', 'd/clip.mp4') == 'clip.mp4'
+    assert infer.output_name('video', 'd/clip.MP4') == 'clip.mp4'
+    assert infer.output_name('camera', 0) == 'camera0.mp4'
+    # 'scan' is drawn as 'scan.png': a real 'scan.png' after it is renamed.
+    used = set()
+    assert infer.unique_name('d/scan', used, 'scan.png') == 'scan.png'
+    assert infer.unique_name('e/scan.png', used, 'scan.png') == 'e_scan.png'
+
+
+def test_only_the_pkg_resources_warning_is_filtered():
+    """Issue 19, item 9: the tool silences mmengine's ``pkg_resources is
+    deprecated`` warning by its message, and no other warning."""
+    import warnings
+    # An earlier load in this process may have left the filter in place.
+    warnings.filters[:] = [
+        f for f in warnings.filters
+        if not (f[1] and 'pkg_resources' in f[1].pattern)
+    ]
+    before = list(warnings.filters)
+    load_tool('tools/infer.py')
+    added = [f for f in warnings.filters if f not in before]
+    assert [(action, msg.pattern if msg else None, cat)
+            for action, msg, cat, *_ in added
+            ] == [('ignore', 'pkg_resources is deprecated', UserWarning)]
+
+
+def test_an_input_that_fails_is_one_line_and_the_rest_go_on(
+        tmp_path, monkeypatch, capsys):
+    """Issue 19, item 3: an input whose run raises (here a stand-in for
+    the model) is named in one line; the inputs after it still run, the
+    list is written and the exit status is 1."""
+    infer = load_tool('tools/infer.py')
+    paths = [str(tmp_path / n) for n in ('first.png', 'bad.png', 'last.png')]
+    for p in paths:
+        open(p, 'wb').close()
+    ckpt = tmp_path / 'model.pth'
+    ckpt.write_bytes(b'')
+
+    class StubDetector:
+        thr = 0.5
+
+        def __init__(self, args, cfg):
+            pass
+
+    def run_image(det, path, name, out_dir):
+        if path == paths[1]:
+            raise RuntimeError('the model\nfailed here')
+        rec = dict(file=path, frame=None, score=0.9, bbox=[1., 2., 3., 4.])
+        rec['class'] = 'circle'
+        return [rec], None
+
+    monkeypatch.setattr(infer, 'Detector', StubDetector)
+    monkeypatch.setattr(infer, 'run_image', run_image)
+    monkeypatch.setattr(
+        'sys.argv',
+        ['infer.py', DEMO,
+         str(ckpt), *paths, '--out-dir',
+         str(tmp_path)])
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exc:
+        infer.main()
+    assert exc.value.code == 1
+    captured = capsys.readouterr()
+    assert [line for line in captured.out.splitlines() if 'bad.png' in line
+            ] == [f'FAILED {paths[1]}: RuntimeError: the model failed here']
+    assert f'1 of 3 inputs could not be read: {paths[1]}' in captured.err
+    with open(tmp_path / 'detections.json') as f:
+        assert [d['file'] for d in json.load(f)] == [paths[0], paths[2]]
 
 
 @pytest.mark.parametrize('args,expected', [
@@ -235,3 +319,112 @@ def test_video_round_trip(unfiltered, inputs):
     video = [d for d in dets if d['file'] == inputs['video']]
     assert sorted({d['frame'] for d in video}) == list(range(10))
     assert f'{inputs["video"]}: 10 frames' in log
+
+
+# ---- outputs of every input survive (issue 19, item 3) ---------------------
+
+
+def run_rc(*args) -> tuple:
+    """(exit status, stdout + stderr) of a tool on the CPU."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')
+    }
+    env['CUDA_VISIBLE_DEVICES'] = ''
+    proc = subprocess.run([sys.executable, *args],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=600,
+                          env=env)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope='module')
+def same_names(tiny_work, tiny_shapes, tmp_path_factory):
+    """One run over inputs whose outputs used to collide: a folder with
+    ``a.jpg`` (96 × 96) and ``a.png`` (120 × 80), ``a.avi`` (3 frames) and
+    ``a.mov`` (4 frames); then a PNG named ``scan`` (no extension), a
+    ``more/scan.png`` and a ``later.png``, named explicitly in that order."""
+    root = tmp_path_factory.mktemp('same_names')
+    folder = root / 'folder'
+    (root / 'more').mkdir()
+    folder.mkdir()
+    pngs = sorted(glob.glob(osp.join(tiny_shapes, 'val', '*.png')))
+    imgs = [cv2.imread(p) for p in pngs]
+    cv2.imwrite(str(folder / 'a.jpg'), imgs[0])
+    cv2.imwrite(str(folder / 'a.png'), cv2.resize(imgs[1], (80, 120)))
+    make_video(str(folder / 'a.avi'), imgs[:3])
+    make_video(str(folder / 'a.mov'), imgs[:4])
+    (root / 'scan').write_bytes(cv2.imencode('.png', imgs[2])[1].tobytes())
+    cv2.imwrite(str(root / 'more' / 'scan.png'), imgs[3])
+    cv2.imwrite(str(root / 'later.png'), imgs[3])
+    out_dir = root / 'out'
+    rc, log = run_rc('tools/infer.py', DEMO, osp.join(tiny_work, 'iter_4.pth'),
+                     str(folder), str(root / 'scan'),
+                     str(root / 'more' / 'scan.png'), str(root / 'later.png'),
+                     '--out-dir', str(out_dir), *KEEP_ALL)
+    return rc, log, root, out_dir
+
+
+def frame_count(path: str) -> int:
+    cap = cv2.VideoCapture(path)
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+@pytest.mark.slow
+def test_inputs_of_the_same_stem_keep_their_outputs(same_names):
+    """a.jpg / a.png used to share preds/a.json, a.avi / a.mov vis/a.mp4."""
+    rc, log, root, out_dir = same_names
+    assert sorted(os.listdir(out_dir / 'preds')) == [
+        'a.jpg.json', 'a.png.json', 'later.png.json', 'more_scan.png.json',
+        'scan.png.json'
+    ]
+    assert sorted(os.listdir(out_dir / 'vis')) == [
+        'a.avi.mp4', 'a.jpg', 'a.mov.mp4', 'a.png', 'later.png',
+        'more_scan.png', 'scan.png'
+    ]
+    vis = out_dir / 'vis'
+    assert cv2.imread(str(vis / 'a.jpg')).shape == (96, 96, 3)
+    assert cv2.imread(str(vis / 'a.png')).shape == (120, 80, 3)
+    assert frame_count(str(vis / 'a.avi.mp4')) == 3
+    assert frame_count(str(vis / 'a.mov.mp4')) == 4
+    for name in os.listdir(out_dir / 'preds'):
+        with open(out_dir / 'preds' / name) as f:
+            assert len(json.load(f)['scores']) > 0
+    assert 'Traceback' not in log, log[-3000:]
+
+
+@pytest.mark.slow
+def test_file_without_extension_is_drawn_and_the_rest_go_on(same_names):
+    """A PNG named ``scan`` used to stop the run with a traceback from
+    cv2.imencode (no extension to encode by): no detections.json, the
+    inputs after it never run."""
+    rc, log, root, out_dir = same_names
+    assert rc == 0, log[-3000:]
+    assert 'Traceback' not in log and 'FAILED' not in log
+    assert cv2.imread(str(out_dir / 'vis' / 'scan.png')).shape == (96, 96, 3)
+    with open(out_dir / 'detections.json') as f:
+        files = {d['file'] for d in json.load(f)}
+    folder = root / 'folder'
+    assert files == {
+        str(folder / n)
+        for n in ('a.jpg', 'a.png', 'a.avi', 'a.mov')
+    } | {
+        str(root / 'scan'),
+        str(root / 'more' / 'scan.png'),
+        str(root / 'later.png')
+    }
+
+
+@pytest.mark.slow
+def test_no_pkg_resources_warning_in_the_output(same_names):
+    """Issue 19, item 9: mmengine's import used to print three
+    ``pkg_resources is deprecated`` warnings before the tool's output."""
+    _, log, _, _ = same_names
+    assert 'pkg_resources is deprecated' not in log

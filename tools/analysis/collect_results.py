@@ -6,11 +6,11 @@
 
 Each work dir is matched to its row of ``configs/paper_settings.csv`` (via
 ``projects.focal_retina.utils.paper_settings.load_table``) by the config
-mmengine dumps into it (``WORK_DIR/<config name>.py``); when several rows
-share that file name (e.g. the ablation default and the Table 1e 600 px
-row), the row whose settings equal the dumped config's
-(``resolve_settings``) is taken, and among equal ones the minival row (an
-AP measured here is a minival AP: test-dev has no public labels);
+mmengine dumps into it (``WORK_DIR/<config name>.py``); a config that
+reproduces several paper cells (e.g. the ablation default is also Table
+1b's gamma 2 and Table 1e's 600 px) is listed with each of them; when
+configs of different folders share a file name, the one whose settings equal
+the dumped config's (``resolve_settings``) is taken;
 ``--map CONFIG=WORK_DIR`` states a match outright. The AP is the newest
 ``tools/test.py`` result in the work dir, else the last validation during
 training (see logs.py), times 100.
@@ -54,13 +54,16 @@ def match_row(work_dir: str, rows: List[dict]) -> Tuple[Optional[dict], str]:
         return None, 'no config dumped in it'
     name = osp.basename(dumped)
     candidates = [r for r in rows if osp.basename(r['config']) == name]
-    if len(candidates) == 1:
-        return candidates[0], ''
     if not candidates:
         return None, f'{name} is not a config of the paper table'
+    if len({r['config'] for r in candidates}) == 1:
+        # One config, maybe several paper cells: its minival cell (an AP
+        # measured here is a minival one: test-dev has no public labels).
+        return next((r for r in candidates if r['split'] == 'minival'),
+                    candidates[0]), ''
     try:
-        from mmengine.config import Config
-        settings = resolve_settings(Config.fromfile(dumped))
+        from projects.focal_retina.engine.cli import read_config
+        settings = resolve_settings(read_config(dumped))
     except Exception as exc:  # a config of an older version of the code
         return None, f'cannot resolve {dumped}: {exc}'
     same = [
@@ -152,8 +155,8 @@ def markdown(rows: List[dict], results: Dict[str, Result], others: dict,
         if ours is None and not show_all:
             continue
         paper = float(row['paper_ap']) if row['paper_ap'] else None
-        paper_txt = f'{paper:.1f} ({row["split"]})' if paper is not None \
-            else '—'
+        paper_txt = (f'{paper:.1f} ({row["table"]}: {row["row"]}, '
+                     f'{row["split"]})' if paper is not None else '—')
         ours_txt = f'{ours[0]:.1f}' if ours else '—'
         delta = f'{ours[0] - paper:+.1f}' if ours and paper is not None \
             else '—'

@@ -59,6 +59,11 @@ class CheckedCocoDataset(CocoDataset):
         if check_images not in (None, 'exists', 'decode', 'none'):
             raise ValueError(f"check_images={check_images!r}: expected "
                              "'exists', 'decode' or 'none'")
+        classes = (kwargs.get('metainfo') or {}).get('classes')
+        if classes is not None:
+            # engine.cli imports no dataset code: no import cycle.
+            from projects.focal_retina.engine.cli import check_class_names
+            check_class_names(classes, 'metainfo.classes')
         test_mode = kwargs.get('test_mode', False)
         self.check_images = check_images or ('decode'
                                              if test_mode else 'exists')

@@ -6,6 +6,7 @@ They turn user mistakes (a missing config or checkpoint, a bad
 """
 import os.path as osp
 import sys
+import warnings
 from typing import NoReturn, Optional
 
 from mmengine.config import Config
@@ -17,12 +18,24 @@ def fail(msg: str) -> NoReturn:
     sys.exit(2)
 
 
+def read_config(path: str) -> Config:
+    """``Config.fromfile`` without setuptools' ``pkg_resources is
+    deprecated`` warning, printed three times per ``mmdet::`` config by
+    mmengine's package lookup (only that warning, only here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            'ignore',
+            message='pkg_resources is deprecated',
+            category=UserWarning)
+        return Config.fromfile(path)
+
+
 def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     """Loads a config file and applies ``--cfg-options`` overrides."""
     if not osp.isfile(path):
         fail(f'config file {path!r} does not exist')
     try:
-        cfg = Config.fromfile(path)
+        cfg = read_config(path)
     except Exception as exc:  # syntax errors, missing _base_ files, ...
         fail(f'cannot load config {path!r}: {type(exc).__name__}: {exc}')
     if cfg_options:
@@ -36,9 +49,56 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
         from projects.focal_retina.utils.arguments import check_config_types
         try:
             check_config_types(cfg.model, [MODELS, TASK_UTILS])
-        except KeyError as exc:
+            check_classes(cfg)
+        except (KeyError, ValueError) as exc:
             fail(f'config {path!r}: {exc.args[0]}')
     return cfg
+
+
+def check_class_names(classes, key: str) -> None:
+    """ValueError unless ``classes`` is a non-empty sequence of distinct
+    names. The classic mistake is ``classes = ('tree')``: the string
+    'tree', which mmdet reads as the 4 classes t, r, e, e."""
+    if isinstance(classes, str):
+        raise ValueError(
+            f'{key} is the string {classes!r}, not a tuple of names '
+            f"(Python reads ({classes!r}) as {classes!r}): write "
+            f'classes = ({classes!r}, )')
+    names = list(classes)
+    if not names:
+        raise ValueError(f'{key} is empty: expected at least one class name')
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f'{key} names {", ".join(map(repr, twice))} more '
+                         'than once: each class needs one name')
+
+
+def check_classes(cfg: Config) -> None:
+    """The class names of every dataloader's dataset are valid
+    (:func:`check_class_names`), the same for every split, and as many as
+    ``model.bbox_head.num_classes``; ValueError naming the keys otherwise.
+    """
+    found = []
+    for split in ('train', 'val', 'test'):
+        dataset = _dataset_of(cfg.get(f'{split}_dataloader'))
+        classes = ((dataset or {}).get('metainfo') or {}).get('classes')
+        if classes is None:
+            continue
+        key = f'{split}_dataloader.dataset.metainfo.classes'
+        check_class_names(classes, key)
+        found.append((key, tuple(classes)))
+    for key, classes in found[1:]:
+        if classes != found[0][1]:
+            raise ValueError(f'{key}={classes} differs from '
+                             f'{found[0][0]}={found[0][1]}')
+    head = cfg.model.get('bbox_head')
+    num = head.get('num_classes') if isinstance(head, dict) else None
+    if found and isinstance(num, int) and num != len(found[0][1]):
+        key, classes = found[0]
+        raise ValueError(
+            f'model.bbox_head.num_classes={num} but {key} has '
+            f'{len(classes)} name(s) {classes}: set model = dict(bbox_head='
+            'dict(num_classes=len(classes)))')
 
 
 def set_work_dir(cfg: Config, work_dir: Optional[str],

@@ -2,7 +2,8 @@
 weights silently.
 
 * :class:`NonFiniteGuardHook` — a NaN/Inf loss or gradient is caught
-  *before* the optimizer applies it (a step pre-hook on the optimizer), so
+  *before* the optimizer applies it (in front of the optim wrapper's step,
+  with or without a loss scaler), so
   the weights, and every checkpoint written so far, stay good. It stops the
   run with a message naming the loss term and iteration, or, when
   configured, skips the step. (mmengine has nothing like it; mmdet's
@@ -21,7 +22,9 @@ weights silently.
   ``retina_cls``) and are listed. mmengine would load the rest and log a
   warning that is easy to miss.
 """
+import functools
 import re
+from collections import deque
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -47,12 +50,23 @@ class NonFiniteGuardHook(Hook):
     """Stops (or skips) a training step whose loss or gradient is not
     finite, before the optimizer changes the weights.
 
+    The check runs in front of the optim wrapper's ``step`` (whatever the
+    wrapper), not as an optimizer pre-hook: under ``AmpOptimWrapper`` the
+    ``GradScaler`` skips ``optimizer.step()`` when the gradients are not
+    finite, so a pre-hook would never see a loss that stays NaN while the
+    scale halves at every step.
+
+    With a loss scaler, a non-finite gradient under finite loss terms is the
+    scaler's normal overflow (fp16): the scaler skips that step and halves
+    its scale; the guard lets it, and stops after ``max_skips`` such steps in
+    a row (the scale has then dropped by ``2**max_skips``).
+
     Args:
         action: ``'stop'`` raises :class:`NonFiniteLossError`; ``'skip'``
-            drops the step's gradients (the optimizer leaves every parameter
-            unchanged, as for parameters without a gradient) and goes on.
-        max_skips: With ``'skip'``, consecutive skipped steps after which
-            the run stops anyway (a run that only skips makes no progress).
+            drops the step (the optimizer leaves every parameter unchanged)
+            and goes on.
+        max_skips: Consecutive skipped steps after which the run stops
+            anyway (a run that only skips makes no progress).
     """
 
     priority = 'VERY_HIGH'
@@ -69,7 +83,7 @@ class NonFiniteGuardHook(Hook):
         self.skipped = 0
         self._consecutive = 0
         self._losses: Dict[str, torch.Tensor] = {}
-        self._handles: list = []
+        self._wrapped: list = []
 
     def before_train(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(
@@ -80,24 +94,46 @@ class NonFiniteGuardHook(Hook):
             self._losses = losses  # the terms of this step, by name
             return parse_losses(losses)
 
-        # An attribute of this model instance only; nothing global changes.
+        # Attributes of these instances only; nothing global changes.
         model.parse_losses = recording_parse_losses
-        for optimizer in self._optimizers(runner):
-            self._handles.append(
-                optimizer.register_step_pre_hook(
-                    lambda opt, args, kwargs: self._check(runner, opt)))
+        for wrapper in self._wrappers(runner):
+            self._guard(runner, wrapper)
+
+    def _guard(self, runner, wrapper) -> None:
+        step = wrapper.step
+
+        # wraps: keeps the attributes mmengine's param schedulers set on the
+        # step they count (``_with_counter``), so they see it unchanged.
+        @functools.wraps(step)
+        def guarded_step(*args, **kwargs):
+            if self._check(runner, wrapper):
+                step(*args, **kwargs)
+
+        self._wrapped.append((wrapper, 'step' in vars(wrapper), step))
+        wrapper.step = guarded_step
 
     def after_train(self, runner) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        for wrapper, own, step in self._wrapped:
+            if own:
+                wrapper.step = step
+            else:
+                del wrapper.step
+        self._wrapped = []
 
     @staticmethod
-    def _optimizers(runner) -> List[torch.optim.Optimizer]:
+    def _wrappers(runner) -> list:
         wrapper = runner.optim_wrapper
         if hasattr(wrapper, 'optimizer'):
-            return [wrapper.optimizer]
-        return [w.optimizer for w in wrapper.values()]  # OptimWrapperDict
+            return [wrapper]
+        return list(wrapper.values())  # OptimWrapperDict
+
+    @staticmethod
+    def _terms(losses: dict) -> List[torch.Tensor]:
+        return [
+            v for value in losses.values()
+            for v in (value if isinstance(value, (list, tuple)) else [value])
+            if torch.is_tensor(v)
+        ]
 
     def _bad_terms(self) -> List[str]:
         bad = []
@@ -109,44 +145,51 @@ class NonFiniteGuardHook(Hook):
                     break
         return bad
 
-    def _check(self, runner, optimizer: torch.optim.Optimizer) -> None:
+    def _check(self, runner, wrapper) -> bool:
+        """Whether the wrapper's step may run; raises to stop the run."""
+        optimizer = wrapper.optimizer
         grads = [
             p.grad for group in optimizer.param_groups for p in group['params']
             if p.grad is not None
         ]
         if not grads:
-            return
+            return True
+        scaler = getattr(wrapper, 'loss_scaler', None)
+        if scaler is not None and not scaler.is_enabled():
+            scaler = None
         # One host sync per step: the gradient norm and every loss term are
-        # checked in one tensor; the terms are named only on failure.
+        # checked in one tensor; the terms are named only on failure. The
+        # gradients are still scaled under a loss scaler: the unscaled norm
+        # is norm / scale, finite exactly when the scaled one is.
         norm = torch.stack([n.float()
                             for n in torch._foreach_norm(grads)]).sum()
-        terms = [
-            v for value in self._losses.values()
-            for v in (value if isinstance(value, (list, tuple)) else [value])
-            if torch.is_tensor(v)
-        ]
         finite = torch.stack([torch.isfinite(norm)] + [
-            torch.isfinite(v).all().to(norm.device) for v in terms
+            torch.isfinite(v).all().to(norm.device)
+            for v in self._terms(self._losses)
         ])
         if bool(finite.all()):
             self._consecutive = 0
-            return
+            return True
         bad_terms = self._bad_terms()
         what = (f'loss term {", ".join(bad_terms)}'
                 if bad_terms else 'gradient (all loss terms finite)')
         where = f'iteration {runner.iter + 1}'
-        if self.action == 'skip' and self._consecutive < self.max_skips:
-            for group in optimizer.param_groups:
-                for p in group['params']:
-                    p.grad = None
+        overflow = scaler is not None and not bad_terms
+        if ((self.action == 'skip' or overflow)
+                and self._consecutive < self.max_skips):
             self.skipped += 1
             self._consecutive += 1
             runner.logger.warning(
                 f'non-finite {what} at {where}: step skipped '
-                f'({self.skipped} so far)')
-            return
+                f'({self.skipped} so far' +
+                (f', loss scale {scaler.get_scale():g}' if scaler else '') +
+                ')')
+            return self._skip(optimizer, scaler)
         raise NonFiniteLossError(
-            f'non-finite {what} at {where}; the step was not applied, the '
+            f'non-finite {what} at {where}' +
+            (f' ({self._consecutive} steps in a row before it)'
+             if self._consecutive else '') +
+            '; the step was not applied, the '
             f'weights and the checkpoints in {runner.work_dir} are from '
             'before it. Try a lower lr (or a longer warm-up), the prior '
             'initialisation of the classifier (model.bbox_head.prior_prob='
@@ -154,28 +197,74 @@ class NonFiniteGuardHook(Hook):
             'max_norm=35)), or custom_hooks=[dict(type='
             "'NonFiniteGuardHook', action='skip')] to skip such steps.")
 
+    @staticmethod
+    def _skip(optimizer: torch.optim.Optimizer, scaler) -> bool:
+        if scaler is None:
+            # No gradient: the optimizer leaves every parameter unchanged.
+            for group in optimizer.param_groups:
+                for p in group['params']:
+                    p.grad = None
+            return True
+        # A GradScaler must see this step (it records the inf check that
+        # its update() needs): non-finite gradients make it skip
+        # optimizer.step() and lower the scale, as for any overflow.
+        for group in optimizer.param_groups:
+            for p in group['params']:
+                if p.grad is not None:
+                    p.grad.fill_(float('nan'))
+        return True
+
 
 @HOOKS.register_module()
 class SafeCheckpointHook(CheckpointHook):
-    """``CheckpointHook`` that prunes old checkpoints after saving."""
+    """``CheckpointHook`` that prunes old checkpoints after saving.
+
+    mmengine keeps the ids of the kept checkpoints in a
+    ``deque(maxlen=max_keep_ckpts)`` and deletes the oldest file *before*
+    writing the new one. This hook owns the list instead: an unbounded deque
+    (a bounded one would drop the oldest id on ``append`` without deleting
+    its file), the new checkpoint is written first, then every id beyond
+    ``max_keep_ckpts`` is deleted. The ids go to the message hub, so a
+    ``--resume`` prunes and keeps the same files.
+    """
+
+    def before_train(self, runner) -> None:
+        # mmengine reads the kept ids back from the message hub (and prunes
+        # them to max_keep_ckpts); we only lift the deque's bound.
+        super().before_train(runner)
+        if self.max_keep_ckpts > 0:
+            self.keep_ckpt_ids = deque(self.keep_ckpt_ids)
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
         keep = self.max_keep_ckpts
         if keep <= 0:
             return super()._save_checkpoint_with_step(runner, step, meta)
-        self.max_keep_ckpts = keep + 1  # the previous one survives the save
+        # _save_checkpoint and _save_best_checkpoint may save the same step.
+        if not self.keep_ckpt_ids or self.keep_ckpt_ids[-1] != step:
+            self.keep_ckpt_ids.append(step)
+        # The saved message hub lists the previous ids as well: a run killed
+        # between this save and the pruning below prunes them on --resume.
+        runner.message_hub.update_info('keep_ckpt_ids',
+                                       list(self.keep_ckpt_ids))
+        self.max_keep_ckpts = 0  # the parent's delete-before-save is off
         try:
             super()._save_checkpoint_with_step(runner, step, meta)
         finally:
             self.max_keep_ckpts = keep
         while len(self.keep_ckpt_ids) > keep:
-            old = self.keep_ckpt_ids.popleft()
-            path = self.file_backend.join_path(self.out_dir,
-                                               self.filename_tmpl.format(old))
-            if is_main_process() and self.file_backend.isfile(path):
-                self.file_backend.remove(path)
+            self._remove(self.keep_ckpt_ids.popleft())
         runner.message_hub.update_info('keep_ckpt_ids',
                                        list(self.keep_ckpt_ids))
+
+    def _remove(self, step: int) -> None:
+        if not is_main_process():
+            return
+        path = self.file_backend.join_path(self.out_dir,
+                                           self.filename_tmpl.format(step))
+        if self.file_backend.isfile(path):
+            self.file_backend.remove(path)
+        elif self.file_backend.isdir(path):  # deepspeed saves directories
+            self.file_backend.rmtree(path)
 
 
 @HOOKS.register_module()
@@ -191,8 +280,9 @@ class CheckpointCompatibilityHook(Hook):
         allow_unexpected: Whether keys the model does not have may be in
             the checkpoint (ignored when loading). Default: False.
 
-    Both opt-ins hold while training (``load_from`` / ``--resume`` of
-    ``tools/train.py``); testing or inference needs a checkpoint that fits.
+    Both opt-ins hold for ``load_from`` while training; ``--resume`` (which
+    restores the optimizer state too), testing and inference need a
+    checkpoint that fits.
     """
 
     priority = 'VERY_HIGH'
@@ -228,15 +318,26 @@ class CheckpointCompatibilityHook(Hook):
         # Testing a model whose classifier kept its initialisation would
         # report a meaningless AP: the opt-in holds for training only.
         training = isinstance(getattr(runner, '_train_loop', None), BaseLoop)
+        # A resumed run also restores the optimizer, whose state (momentum)
+        # has the checkpoint's shapes: skipping a weight would fail at the
+        # first step, so --resume needs a complete fit.
+        resuming = bool(getattr(runner, '_resume', False))
+        allowing = training and not resuming
         refused = [
             k for k in list(shape) + missing
-            if not (training and self._allowed(k))
+            if not (allowing and self._allowed(k))
         ]
-        if unexpected and not (training and self.allow_unexpected):
+        if unexpected and not (allowing and self.allow_unexpected):
             refused += unexpected
         if refused:
-            raise CheckpointMismatchError(
-                self._report(shape, missing, unexpected, refused))
+            report = self._report(shape, missing, unexpected, refused)
+            if resuming:
+                report = (
+                    '--resume needs a checkpoint that fits the model '
+                    'exactly (the optimizer state is restored with it); '
+                    'allow_mismatch applies to load_from only: fine-tune '
+                    'with load_from=CHECKPOINT and no --resume.\n' + report)
+            raise CheckpointMismatchError(report)
         self.skipped = sorted(list(shape) + missing)
         for key in shape:  # skipped: they keep their initialisation
             state.pop(key, None)

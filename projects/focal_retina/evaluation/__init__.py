@@ -1,6 +1,8 @@
 from .coco_metric import ZeroIfEmptyCocoMetric
-from .testdev import CocoTestDevSubmission, validate_submission
+from .testdev import (CocoTestDevSubmission, submission_name,
+                      submission_name_problem, validate_submission)
 
 __all__ = [
-    'CocoTestDevSubmission', 'ZeroIfEmptyCocoMetric', 'validate_submission'
+    'CocoTestDevSubmission', 'ZeroIfEmptyCocoMetric', 'submission_name',
+    'submission_name_problem', 'validate_submission'
 ]

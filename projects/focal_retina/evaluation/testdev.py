@@ -14,7 +14,7 @@ import os.path as osp
 import re
 import zipfile
 from collections import Counter
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from mmdet.evaluation import CocoMetric
 from mmdet.registry import METRICS
@@ -79,6 +79,25 @@ def validate_submission(result_file: str,
     return len(dets)
 
 
+def submission_name_problem(name: str) -> Optional[str]:
+    """Why ``name`` can not be the algorithm name of a test-dev file, or
+    None. The server splits ``detections_test-dev2017_<name>_results.json``
+    on ``_``, so the name holds letters, digits and ``-`` only."""
+    if re.fullmatch(r'[A-Za-z0-9-]+', name or ''):
+        return None
+    return (f'--test-dev {name!r}: expected letters, digits and "-" only '
+            '(the evaluation server splits the file name on "_"), e.g. '
+            f'{submission_name(name or "model")!r}')
+
+
+def submission_name(config: str) -> str:
+    """A valid submission name for a config: its file stem with every other
+    character turned into ``-`` (``retina_r101_fpn_1.5x.py`` ->
+    ``retina-r101-fpn-1-5x``)."""
+    stem = osp.splitext(osp.basename(config))[0] or 'model'
+    return re.sub(r'[^A-Za-z0-9-]+', '-', stem).strip('-') or 'model'
+
+
 @METRICS.register_module()
 class CocoTestDevSubmission(CocoMetric):
     """Writes, zips and validates a COCO test-dev submission.
@@ -97,10 +116,9 @@ class CocoTestDevSubmission(CocoMetric):
                  name: str,
                  max_per_img: int = 100,
                  **kwargs) -> None:
-        if not re.fullmatch(r'[A-Za-z0-9-]+', name):
-            raise ValueError(f'test-dev name {name!r}: expected letters, '
-                             'digits and "-" only (the server parses the '
-                             'file name on "_")')
+        problem = submission_name_problem(name)
+        if problem:
+            raise ValueError(problem)
         if not osp.isfile(ann_file):
             raise FileNotFoundError(f'image-info file {ann_file} not found')
         self.result_file = osp.join(

@@ -438,6 +438,10 @@ class DRLoss(nn.Module):
         self.loss_weight = float(loss_weight)
         self.chunk_size = chunk_size
 
+    # reduction='none' gives one loss per group (softmax over a group of
+    # anchors), not per anchor: per-anchor selection (OHEM) can not use it.
+    elementwise = False
+
     @property
     def needs_num_images(self) -> bool:
         """Whether the head must pass ``num_images`` (per_image)."""

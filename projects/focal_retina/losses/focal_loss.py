@@ -282,12 +282,14 @@ def focal_family_loss(pred: Tensor,
     """Sigmoid focal loss (eq. 5), alpha-balanced CE (eq. 3) or FL* (eq. 8).
 
     Accepts the call forms of mmdet 3.3's ``FocalLoss``: integer labels
-    (the fused path), one-hot / soft (N, K) targets and, with
+    (the fused path), one-hot / soft (N, K) targets, dense predictions
+    (B, K, H, W) with targets of the same shape (elementwise) and, with
     ``activated``, probabilities instead of logits with either kind of
     target (both computed as mmdet does).
 
     Args:
-        pred (Tensor): Logits of shape (N, K) (probabilities in [0, 1] if
+        pred (Tensor): Logits of shape (N, K) or, with targets of the same
+            shape, (B, K, H, W) (probabilities in [0, 1] if
             ``activated``); float32, float16, bfloat16 or float64 (half
             inputs are computed in float32 on the fused path).
         target (Tensor): Integer labels of shape (N,) in [0, K], K being
@@ -301,7 +303,8 @@ def focal_family_loss(pred: Tensor,
             1 - alpha for negatives; None for no balancing (eq. 4).
         star (bool): Use FL* (appendix A, eq. 7-8) instead of FL.
         star_beta (float): beta of FL* (eq. 7).
-        reduction (str): 'none' (N, K), 'mean' or 'sum', as in mmdet.
+        reduction (str): 'none' (pred's shape), 'mean' or 'sum', as in
+            mmdet.
         avg_factor (float | Tensor, optional): With 'mean', the sum is
             divided by ``avg_factor + eps`` (mmdet's weight_reduce_loss);
             ignored with 'none'; an error with 'sum'. A tensor on the
@@ -313,7 +316,7 @@ def focal_family_loss(pred: Tensor,
             ``activated=True``); not with ``star`` (FL* needs logits).
 
     Returns:
-        Tensor: (N, K) loss in pred's dtype for 'none', else a scalar
+        Tensor: Loss of pred's shape and dtype for 'none', else a scalar
         (float32 for half inputs on the fused path, so that sums cannot
         overflow). 'mean' over an empty input is 0 (not NaN).
 
@@ -325,6 +328,9 @@ def focal_family_loss(pred: Tensor,
     if star and activated:
         raise ValueError('FL* (star=True) is defined on logits (eq. 7), '
                          'so activated must be False')
+    if pred.dim() > 2 and target.shape == pred.shape:
+        return _nd_loss(pred, target, weight, gamma, alpha, star, star_beta,
+                        reduction, avg_factor, loss_weight, activated)
     dense = target.dim() == 2
     if pred.dim() != 2 or target.shape not in (pred.shape, pred.shape[:1]):
         raise ValueError('expected pred (N, K) with integer labels (N,) or '
@@ -370,6 +376,37 @@ def focal_family_loss(pred: Tensor,
     need_grad = pred.requires_grad and torch.is_grad_enabled()
     return _FocalFamilyFunction.apply(pred.contiguous(), target, weight,
                                       params, need_grad)
+
+
+def _nd_loss(pred: Tensor, target: Tensor, weight: Optional[Tensor],
+             gamma: float, alpha: Optional[float], star: bool,
+             star_beta: float, reduction: str,
+             avg_factor: Optional[Union[float, Tensor]], loss_weight: float,
+             activated: bool) -> Tensor:
+    """mmdet's dense call form: pred (B, K, H, W) (any shape of more than
+    two dimensions) with targets of the same shape, e.g. one-hot maps.
+
+    The loss is elementwise, so it is the (M, 1) case with M = pred.numel();
+    'mean' without ``avg_factor`` divides by M, as mmdet does. A weight must
+    have pred's shape (mmdet asserts as much for this form).
+    """
+    if weight is not None and weight.shape != pred.shape:
+        raise ValueError('with pred and targets of shape '
+                         f'{tuple(pred.shape)}, weight must have that shape,'
+                         f' got {tuple(weight.shape)}')
+    loss = focal_family_loss(
+        pred.reshape(-1, 1),
+        target.reshape(-1, 1),
+        None if weight is None else weight.reshape(-1, 1),
+        gamma=gamma,
+        alpha=alpha,
+        star=star,
+        star_beta=star_beta,
+        reduction=reduction,
+        avg_factor=avg_factor,
+        loss_weight=loss_weight,
+        activated=activated)
+    return loss.reshape(pred.shape) if reduction == 'none' else loss
 
 
 def labels_to_onehot(labels: Tensor, num_classes: int) -> Tensor:

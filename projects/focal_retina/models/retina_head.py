@@ -196,13 +196,32 @@ class FocalRetinaHead(RetinaHead):
         self._apply_prior = _check_init_cfg(kwargs['init_cfg'],
                                             prior_bias(prior_prob))
         super().__init__(num_classes, in_channels, **kwargs)
-        if self._mining_sampler() is not None and getattr(
-                self.loss_cls, 'needs_num_images', False):
+        self._check_mining_loss()
+
+    def _check_mining_loss(self) -> None:
+        """A mining sampler scores every anchor by its own loss
+        (``reduction='none'``) and keeps a different number of anchors per
+        image: the loss must be elementwise."""
+        sampler = self._mining_sampler()
+        if sampler is None:
+            return
+        loss = self.loss_cls
+        name = type(loss).__name__
+        if not getattr(loss, 'elementwise', True):
+            grouping = getattr(loss, 'grouping', None)
+            setting = f'{name}(grouping={grouping!r})' if grouping else name
             raise ValueError(
-                f'train_cfg.sampler={type(self.sampler).__name__} keeps a '
-                f'different number of anchors per image, which '
-                f'{type(self.loss_cls).__name__} (needs_num_images) can '
-                f'not take')
+                f'train_cfg.sampler={type(sampler).__name__} ranks anchors '
+                f'by their own loss, but loss_cls={setting} gives one value '
+                'per group of anchors, not per anchor (every grouping of '
+                f'{name} does, per_image too); use OHEM with an elementwise '
+                "loss (e.g. loss_cls=dict(type='FocalFamilyLoss', gamma=0, "
+                "alpha=None)) or train the DR loss without train_cfg.sampler")
+        if getattr(loss, 'needs_num_images', False):
+            raise ValueError(
+                f'train_cfg.sampler={type(sampler).__name__} keeps a '
+                f'different number of anchors per image, which {name} '
+                '(needs_num_images) can not take')
 
     def init_weights(self) -> None:
         """``init_cfg``, then the prior bias of the last cls conv."""
