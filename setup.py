@@ -24,6 +24,7 @@ setup(
     extras_require={
         'tests': read_requirements('requirements/tests.txt'),
         'optional': read_requirements('requirements/optional.txt'),
+        'deploy': read_requirements('requirements/deploy.txt'),
     },
     license='Apache License 2.0',
 )

@@ -462,8 +462,8 @@ def write_detections(path: str, records: List[dict]) -> None:
 def main() -> None:
     args = parse_args()
     select_backend(args)
-    check_file(args.checkpoint, 'checkpoint'
-               if args.backend == 'pytorch' else 'model file')
+    check_file(args.checkpoint,
+               'checkpoint' if args.backend == 'pytorch' else 'model file')
     if not 0 <= args.score_thr <= 1:
         fail(f'--score-thr {args.score_thr}: expected a value in [0, 1]')
     if args.tile is not None and args.tile < 1:

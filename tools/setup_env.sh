@@ -41,6 +41,7 @@ import importlib.metadata as md
 import mmcv, mmdet, mmengine, pycocotools  # noqa: F401
 from mmcv.ops import nms  # noqa: F401  (compiled ops present)
 import projects.focal_retina  # noqa: F401
+import onnx, onnxruntime  # noqa: F401  (requirements/deploy.txt)
 assert mmengine.__version__ == '0.10.7', mmengine.__version__
 assert mmcv.__version__ == '2.1.0', mmcv.__version__
 assert mmdet.__version__ == '3.3.0', mmdet.__version__
@@ -111,6 +112,10 @@ pip_q 'mmdet==3.3.0'
 
 step 'install focal_retina (editable)' 'run from a clone of the repository'
 pip_q --no-deps --no-build-isolation -e "$ROOT"
+
+step 'install onnx and onnxruntime (requirements/deploy.txt)' \
+    'check network access to PyPI (pinned onnx/onnxruntime wheels)'
+pip_q -r requirements/deploy.txt
 
 step 'verify the stack' \
     'delete the virtualenv and .cache/wheels and run this script again'

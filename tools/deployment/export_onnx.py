@@ -1,0 +1,111 @@
+"""Exports a trained RetinaNet (backbone + FPN + head) to ONNX.
+
+    python tools/deployment/export_onnx.py CONFIG CHECKPOINT --out model.onnx
+        [--shape H W | --dynamic] [--opset 17] [--with-postprocess]
+        [--cfg-options model.test_cfg.score_thr=0.3]
+
+Batch and image size are dynamic by default; ``--shape H W`` fixes the
+image size (inputs are padded up to it). The default graph returns the
+head's raw outputs, which ``projects.focal_retina.deployment``'s NumPy
+post-processing (mmdet's ``predict_by_feat`` with the config's
+``test_cfg``) turns into detections; ``--with-postprocess`` puts decoding
+and ``NonMaxSuppression`` into the graph (inputs ``images``,
+``img_shapes``, ``scale_factors``; outputs ``batch_indices``, ``boxes``,
+``scores``, ``labels``). Class names, normalisation, the test resize and
+``test_cfg`` travel in the file's metadata: ``tools/infer.py model.onnx
+IMAGES`` needs nothing else. See docs/deployment.md.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0,
+                osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+from mmengine.config import DictAction
+
+from projects.focal_retina.engine.cli import check_file, fail, load_config
+
+
+def parse_args() -> argparse.Namespace:
+    from projects.focal_retina.deployment.export import DEFAULT_OPSET
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', required=True, help='the .onnx file')
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        '--shape',
+        type=int,
+        nargs=2,
+        metavar=('H', 'W'),
+        help='fixed input height and width (default: dynamic)')
+    size.add_argument(
+        '--dynamic',
+        action='store_true',
+        help='dynamic batch and image size (the default)')
+    parser.add_argument(
+        '--opset',
+        type=int,
+        default=DEFAULT_OPSET,
+        help=f'ONNX opset (default {DEFAULT_OPSET})')
+    parser.add_argument(
+        '--with-postprocess',
+        action='store_true',
+        help='decode and NMS inside the graph')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, e.g. model.test_cfg.score_thr=0.3')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    check_file(args.checkpoint, 'checkpoint')
+    if not args.out.endswith('.onnx'):
+        fail(f'--out {args.out!r}: expected a .onnx file name')
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        fail('the onnx package is not installed: '
+             'pip install -r requirements/deploy.txt')
+    if args.shape and any(v < 32 for v in args.shape):
+        fail(f'--shape {args.shape}: expected at least 32 x 32 px')
+    from projects.focal_retina.deployment import DeployError
+    from projects.focal_retina.deployment.export import (build_detector,
+                                                         export_onnx)
+    cfg = load_config(args.config, args.cfg_options)
+    try:
+        model, classes = build_detector(cfg, args.checkpoint, args.config)
+        if args.shape:
+            div = model.data_preprocessor.pad_size_divisor
+            if any(v % div for v in args.shape):
+                fail(f'--shape {args.shape}: expected multiples of the '
+                     f'data_preprocessor\'s pad_size_divisor ({div})')
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        meta = export_onnx(
+            model,
+            cfg,
+            classes,
+            args.out,
+            shape=args.shape,
+            dynamic=not args.shape,
+            opset=args.opset,
+            with_postprocess=args.with_postprocess,
+            source=dict(config=args.config, checkpoint=args.checkpoint))
+    except DeployError as exc:
+        fail(str(exc))
+    size = 'dynamic' if meta['input_shape'] is None else 'x'.join(
+        map(str, meta['input_shape']))
+    print(f'wrote {args.out} ({osp.getsize(args.out) / 2**20:.1f} MiB, '
+          f'opset {args.opset}, input {size}, post-processing '
+          f'{"in the graph" if args.with_postprocess else "in NumPy"})')
+    print(f'  inputs {meta["inputs"]}, outputs {meta["outputs"]}')
+    print(f'  classes {meta["classes"]}')
+
+
+if __name__ == '__main__':
+    main()
