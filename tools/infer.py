@@ -69,7 +69,10 @@ import numpy as np
 from mmengine.config import DictAction
 from mmengine.utils import ProgressBar
 
-from projects.focal_retina.engine.cli import check_file, fail, load_config
+from projects.focal_retina.engine.checkpoint import CheckpointUnavailableError
+from projects.focal_retina.engine.cli import (check_checkpoint, fail,
+                                              load_config)
+from projects.focal_retina.engine.hooks import CheckpointMismatchError
 
 # mmdet's DetInferencer IMG_EXTENSIONS; videos as OpenCV reads them.
 IMG_EXT = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff',
@@ -462,8 +465,9 @@ def write_detections(path: str, records: List[dict]) -> None:
 def main() -> None:
     args = parse_args()
     select_backend(args)
-    check_file(args.checkpoint,
-               'checkpoint' if args.backend == 'pytorch' else 'model file')
+    check_checkpoint(
+        args.checkpoint,
+        'checkpoint' if args.backend == 'pytorch' else 'model file')
     if not 0 <= args.score_thr <= 1:
         fail(f'--score-thr {args.score_thr}: expected a value in [0, 1]')
     if args.tile is not None and args.tile < 1:
@@ -480,7 +484,10 @@ def main() -> None:
     sources = expand(args.inputs)
     cfg = load_config(args.config, args.cfg_options) \
         if args.backend == 'pytorch' else None
-    det = Detector(args, cfg)
+    try:
+        det = Detector(args, cfg)
+    except (CheckpointUnavailableError, CheckpointMismatchError) as exc:
+        fail(str(exc))
     model_thr = (cfg.model.get('test_cfg', {}) if cfg is not None else
                  det.inferencer.test_cfg).get('score_thr')
     if model_thr is not None and args.score_thr < model_thr:

@@ -17,9 +17,12 @@ from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from projects.focal_retina.engine.cli import (check_dataset_paths, check_file,
-                                              fail, load_config, set_work_dir)
+from projects.focal_retina.engine.checkpoint import CheckpointUnavailableError
+from projects.focal_retina.engine.cli import (check_checkpoint,
+                                              check_dataset_paths, fail,
+                                              load_config, set_work_dir)
 from projects.focal_retina.engine.distributed import setup_cpu_distributed
+from projects.focal_retina.engine.hooks import CheckpointMismatchError
 from projects.focal_retina.evaluation.testdev import submission_name_problem
 
 
@@ -84,7 +87,7 @@ def use_test_dev(cfg, name: str) -> None:
 
 def main() -> None:
     args = parse_args()
-    check_file(args.checkpoint, 'checkpoint')
+    check_checkpoint(args.checkpoint)
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     # The device mmengine's Runner will move the model to ('cuda' whenever
@@ -117,7 +120,10 @@ def main() -> None:
                                 or []) + [dict(type='FuseConvBNHook')]
     runner = (
         RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg))
-    runner.test()
+    try:
+        runner.test()
+    except (CheckpointUnavailableError, CheckpointMismatchError) as exc:
+        fail(str(exc))
 
 
 if __name__ == '__main__':

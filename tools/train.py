@@ -15,6 +15,7 @@ from mmengine.config import DictAction
 from mmengine.device import get_device
 from mmengine.registry import RUNNERS
 
+from projects.focal_retina.engine.checkpoint import CheckpointUnavailableError
 from projects.focal_retina.engine.cli import (add_safety_hooks,
                                               check_dataset_paths, check_file,
                                               enable_amp, fail,
@@ -98,7 +99,8 @@ def main() -> None:
         if 'runner_type' in cfg else FocalRetinaRunner.from_cfg(cfg))
     try:
         runner.train()
-    except (NonFiniteLossError, CheckpointMismatchError) as exc:
+    except (NonFiniteLossError, CheckpointMismatchError,
+            CheckpointUnavailableError) as exc:
         fail(str(exc))
 
 

@@ -65,7 +65,9 @@ val_dataloader = dict(
         data_prefix=dict(img='images/'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/ann_val.json')
+# AP of every class too (classwise), in the log and the results.
+val_evaluator = dict(
+    ann_file=data_root + 'annotations/ann_val.json', classwise=True)
 test_evaluator = val_evaluator
 
 # Fine-tuning from a checkpoint of the same architecture trained on other

@@ -34,7 +34,16 @@ Importing this module registers :func:`safe_load` with mmengine's
 (http/https, torchvision/modelzoo, open-mmlab, mmcls, s3/petrel, pavi),
 so the Runner, ``load_from``, ``--resume`` and DetInferencer all go through
 it; remote files are downloaded as mmengine does, then loaded the same way.
+
+Offline, a remote checkpoint that is not in the cache and cannot be
+downloaded raises :class:`CheckpointUnavailableError`, whose one-line
+message names the URL, the exact file torch and mmengine look for first
+(``<torch.hub.get_dir()>/checkpoints/<file name of the URL>``, where a
+copy fetched elsewhere can be put by hand), the local-path alternative and
+how to train without the weights. ``torchvision://`` names resolve without
+torchvision installed (mmengine's own table of torchvision's URLs).
 """
+import http.client
 import importlib
 import io
 import os
@@ -63,6 +72,10 @@ _USER_GLOBALS: List[Any] = []
 
 class UntrustedCheckpointError(pickle.UnpicklingError):
     """A checkpoint holds something other than weights and training state."""
+
+
+class CheckpointUnavailableError(OSError):
+    """A remote checkpoint is not cached and cannot be downloaded."""
 
 
 def _refuse(what: str) -> UntrustedCheckpointError:
@@ -241,30 +254,91 @@ def safe_load(filename: Union[str, IO[bytes]],
 # does), so a patched or extended table is honoured.
 
 
-def _download(url: str, model_dir: Optional[str] = None) -> str:
-    """Downloads ``url`` into torch's hub cache once (as mmengine does)."""
-    from torch.hub import _get_torch_home, download_url_to_file
-    model_dir = model_dir or osp.join(_get_torch_home(), 'checkpoints')
-    os.makedirs(model_dir, exist_ok=True)
-    cached = osp.join(model_dir, osp.basename(urlparse(url).path))
-    if not osp.exists(cached):
+def cache_path(url: str, model_dir: Optional[str] = None) -> str:
+    """The file a URL's checkpoint is cached in and looked for first.
+
+    That of ``torch.hub.load_state_dict_from_url`` (what mmengine's
+    ``load_url`` is): ``<torch.hub.get_dir()>/checkpoints/<file name>``,
+    i.e. ``$TORCH_HOME/hub/checkpoints`` (default
+    ``~/.cache/torch/hub/checkpoints``), unless ``model_dir`` is given.
+    """
+    from torch.hub import get_dir
+    model_dir = model_dir or osp.join(get_dir(), 'checkpoints')
+    return osp.join(model_dir, osp.basename(urlparse(url).path))
+
+
+def offline_message(url: str,
+                    cached: str,
+                    reason: str,
+                    name: Optional[str] = None) -> str:
+    """The one line that says what to do when ``url`` cannot be fetched."""
+    what = f'{name} ({url})' if name else url
+    return (f'cannot download checkpoint {what}: {reason}. Offline, fetch '
+            f'that file elsewhere and put it at {cached} (looked for there '
+            'first), or set load_from / init_cfg.checkpoint to a local copy; '
+            'or train without it (load_from=None, '
+            'model.backbone.init_cfg=None: from scratch, as '
+            'configs/own_data/retina_r18_fpn_own_data.py does)')
+
+
+def _reason(err: BaseException) -> str:
+    reason = getattr(err, 'reason', None) or err
+    text = str(reason).strip() or type(err).__name__
+    return text.splitlines()[0]
+
+
+def _download(url: str,
+              model_dir: Optional[str] = None,
+              name: Optional[str] = None) -> str:
+    """Downloads ``url`` into torch's hub cache once (as mmengine does).
+
+    Raises:
+        CheckpointUnavailableError: Not cached and the download failed
+            (no network, a blocked host, HTTP 404, ...).
+    """
+    from torch.hub import download_url_to_file
+    cached = cache_path(url, model_dir)
+    if osp.isfile(cached):
+        return cached
+    try:
+        os.makedirs(osp.dirname(cached), exist_ok=True)
         download_url_to_file(url, cached, None, progress=False)
+    except (OSError, http.client.HTTPException, ValueError) as err:
+        # download_url_to_file writes a temporary file and renames it when
+        # complete, so a failed download leaves no partial file behind.
+        raise CheckpointUnavailableError(
+            offline_message(url, cached, _reason(err), name)) from None
     return cached
 
 
 def load_from_http(filename: str,
                    map_location: Optional[Any] = None,
                    model_dir: Optional[str] = None,
+                   name: Optional[str] = None,
                    **kwargs) -> Dict[str, Any]:
     """http(s):// checkpoints: rank 0 downloads first, then all load."""
     rank, world_size = mm_ckpt.get_dist_info()
     if rank == 0:
-        cached = _download(filename, model_dir)
+        cached = _download(filename, model_dir, name)
     if world_size > 1:
         torch.distributed.barrier()
         if rank > 0:
-            cached = _download(filename, model_dir)
+            cached = _download(filename, model_dir, name)
     return safe_load(cached, map_location, source=f'{filename} ({cached})')
+
+
+def torchvision_urls() -> Dict[str, str]:
+    """torchvision's model names and URLs, as mmengine resolves them.
+
+    Without torchvision installed (mmengine's table imports it), mmengine's
+    own copy of torchvision 0.12's table (``resnet18``, ``resnet50``, ...).
+    """
+    try:
+        return mm_ckpt.get_torchvision_models()
+    except ImportError:
+        import mmengine
+        return mmengine.load(
+            osp.join(mmengine.__path__[0], 'hub', 'torchvision_0.12.json'))
 
 
 def load_from_torchvision(filename: str,
@@ -272,8 +346,14 @@ def load_from_torchvision(filename: str,
                           ) -> Dict[str, Any]:
     """torchvision:// and modelzoo:// names, resolved as mmengine does."""
     name = filename.split('://', 1)[1]
-    return load_from_http(
-        mm_ckpt.get_torchvision_models()[name], map_location=map_location)
+    urls = torchvision_urls()
+    if name not in urls:
+        import difflib
+        close = difflib.get_close_matches(name, list(urls), n=3)
+        raise CheckpointUnavailableError(
+            f'{filename}: torchvision has no model {name!r}'
+            f'{f" (did you mean {close})" if close else ""}')
+    return load_from_http(urls[name], map_location=map_location, name=filename)
 
 
 def load_from_openmmlab(filename: str,
@@ -284,7 +364,7 @@ def load_from_openmmlab(filename: str,
     name = mm_ckpt.get_deprecated_model_names().get(name, name)
     url = mm_ckpt.get_external_models()[name]
     if url.startswith(('http://', 'https://')):
-        return load_from_http(url, map_location=map_location)
+        return load_from_http(url, map_location=map_location, name=filename)
     return safe_load(
         osp.join(mm_ckpt._get_mmengine_home(), url), map_location)
 
@@ -294,7 +374,7 @@ def load_from_mmcls(filename: str,
     """mmcls:// names, resolved and converted as mmengine does."""
     url = mm_ckpt.get_mmcls_models()[filename[len('mmcls://'):]]
     return mm_ckpt._process_mmcls_checkpoint(
-        load_from_http(url, map_location=map_location))
+        load_from_http(url, map_location=map_location, name=filename))
 
 
 def load_from_ceph(filename: str,

@@ -197,6 +197,14 @@ def check_file(path: Optional[str], what: str) -> None:
         fail(f'{what} {path!r} does not exist')
 
 
+def check_checkpoint(path: Optional[str], what: str = 'checkpoint') -> None:
+    """:func:`check_file` for a local checkpoint; a remote name (``https://``,
+    ``torchvision://``...) is fetched by the loader, which names the cache
+    path to fill by hand when it cannot be downloaded."""
+    if path is not None and '://' not in path:
+        check_file(path, what)
+
+
 def enable_amp(cfg: Config, device: str) -> None:
     """Switches the optimizer wrapper of ``cfg`` to mixed precision.
 
