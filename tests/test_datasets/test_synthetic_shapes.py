@@ -308,3 +308,93 @@ def test_dataset_loads_through_mmdet(tiny_shapes):
                       for x, y, w, h in (a['bbox'] for a in anns)]
         assert [i['bbox_label'] for i in info['instances']
                 ] == [a['category_id'] - 1 for a in anns]
+
+
+# sha256 of the pixels and objects of train images 0, 1, 599 and val
+# images 0, 99 of ShapesSpec() (the dense default, seed 0), computed with
+# the generator as committed before the presets were added (the main job's
+# data must not change).
+DENSE_SEED0_SHA256 = \
+    'c74e768175f62c406727506bee42825ecfe39c4c61f41fcb069ce5681f796058'
+
+
+def test_dense_default_unchanged():
+    import hashlib
+
+    from projects.focal_retina.datasets.synthetic_shapes import shapes_preset
+    for spec in (ShapesSpec(), shapes_preset('dense')):
+        h = hashlib.sha256()
+        for split, index in [('train', 0), ('train', 1), ('train', 599),
+                             ('val', 0), ('val', 99)]:
+            img, objects = render_image(spec, split, index)
+            h.update(img.tobytes())
+            h.update(json.dumps(objects, sort_keys=True).encode())
+        assert h.hexdigest() == DENSE_SEED0_SHA256
+
+
+def test_sparse_preset_objects():
+    """1-4 objects of 14-32 px of the same classes on 384 px images; the
+    first images of a smaller sparse dataset are those of the preset."""
+    from projects.focal_retina.datasets.synthetic_shapes import shapes_preset
+    spec = shapes_preset('sparse')
+    assert (spec.img_size, spec.min_objects, spec.max_objects) == (384, 1, 4)
+    assert (spec.min_size, spec.max_size, spec.num_train) == (14, 32, 600)
+    counts, labels = [], set()
+    for index in range(40):
+        img, objects = render_image(spec, 'train', index)
+        assert img.shape == (384, 384, 3)
+        counts.append(len(objects))
+        for obj in objects:
+            x, y, w, h = obj['bbox']
+            assert 14 <= min(w, h) and max(w, h) <= 32
+            assert x + w <= 384 and y + h <= 384
+            labels.add(obj['label'])
+    assert min(counts) >= 1 and max(counts) <= 4
+    assert 1.5 <= np.mean(counts) <= 3.5  # uniform on 1..4: 2.5
+    assert labels == set(range(len(SHAPE_CLASSES)))
+    small = shapes_preset('sparse', num_train=3, num_val=None)
+    assert small.num_train == 3 and small.num_val == spec.num_val
+    img_a, obj_a = render_image(small, 'train', 2)
+    img_b, obj_b = render_image(spec, 'train', 2)
+    assert np.array_equal(img_a, img_b) and obj_a == obj_b
+    with pytest.raises(KeyError, match='sparse'):
+        shapes_preset('coco')
+
+
+def _make_shapes_tool():
+    import importlib.util
+    path = osp.join(
+        osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
+        'make_shapes.py')
+    spec = importlib.util.spec_from_file_location('make_shapes_tool', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_shapes_preset_options(tmp_path):
+    """--preset picks the parameter set, options replace its fields."""
+    tool = _make_shapes_tool()
+    out = str(tmp_path / 'sparse')
+    tool.main([
+        '--preset', 'sparse', '--out', out, '--num-train', '2', '--num-val',
+        '1', '--img-size', '200'
+    ])
+    with open(osp.join(out, 'meta.json')) as f:
+        meta = json.load(f)
+    assert meta == dict(
+        seed=0,
+        num_train=2,
+        num_val=1,
+        img_size=200,
+        min_objects=1,
+        max_objects=4,
+        min_size=14,
+        max_size=32,
+        clutter=18)
+    assert sorted(os.listdir(osp.join(
+        out, 'train'))) == ['000000.png', '000001.png']
+    args = tool.parse_args([])
+    assert args.out == 'data/shapes' and tool.spec_of(args) == ShapesSpec()
+    args = tool.parse_args(['--preset', 'sparse'])
+    assert args.out == 'data/shapes_sparse'
