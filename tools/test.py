@@ -115,6 +115,13 @@ def main() -> None:
             cfg.test_evaluator, dict) else list(cfg.test_evaluator)
         cfg.test_evaluator.append(
             dict(type='DumpDetResults', out_file_path=args.out))
+    # A checkpoint that does not fit the config (mmengine would load what
+    # matches, warn, and evaluate the rest at random) is refused in one line.
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(
+            isinstance(h, dict) and h.get('type') ==
+            'CheckpointCompatibilityHook' for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type='CheckpointCompatibilityHook')]
     if args.fuse_conv_bn:  # FuseConvBNHook: after the checkpoint is loaded
         cfg.custom_hooks = list(cfg.get('custom_hooks')
                                 or []) + [dict(type='FuseConvBNHook')]

@@ -102,3 +102,30 @@ def test_test_tool_with_an_unreachable_url_is_one_line(tmp_path, tiny_shapes):
     assert 'Traceback' not in out.stderr, out.stderr[-3000:]
     errors = [ln for ln in out.stderr.splitlines() if 'error:' in ln]
     assert len(errors) == 1 and url in errors[0], out.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_test_tool_refuses_another_architecture_in_one_line(
+        tmp_path, tiny_shapes):
+    """mmdet's R-18 COCO stand-in evaluated with the demo config (another
+    architecture): mmengine would load what matches and evaluate the rest
+    at random; the tool refuses it in one line."""
+    ckpt = tmp_path / 'other.pth'
+    torch.save(
+        dict(state_dict={
+            'backbone.conv1.weight': torch.zeros(64, 3, 7, 7),
+            'neck.lateral_convs.0.conv.weight': torch.zeros(256, 128, 1, 1)
+        }), str(ckpt))
+    out = run([
+        'tools/test.py', 'configs/demo/retina_r18_fpn_shapes.py',
+        str(ckpt), '--work-dir',
+        str(tmp_path / 'w'), '--cfg-options',
+        f'test_dataloader.dataset.data_root={tiny_shapes}/',
+        f'test_evaluator.ann_file={tiny_shapes}/annotations/val.json'
+    ], tmp_path / 'torch')
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert 'Traceback' not in out.stderr, out.stderr[-3000:]
+    errors = [ln for ln in out.stderr.splitlines() if 'error:' in ln]
+    assert len(errors) == 1, out.stderr[-3000:]
+    assert 'does not fit the model' in errors[0]
+    assert 'another architecture' in errors[0]

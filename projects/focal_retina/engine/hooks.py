@@ -185,11 +185,11 @@ class NonFiniteGuardHook(Hook):
                 (f', loss scale {scaler.get_scale():g}' if scaler else '') +
                 ')')
             return self._skip(optimizer, scaler)
+        streak = (f' ({self._consecutive} steps in a row before it)'
+                  if self._consecutive else '')
         raise NonFiniteLossError(
-            f'non-finite {what} at {where}' +
-            (f' ({self._consecutive} steps in a row before it)'
-             if self._consecutive else '') +
-            '; the step was not applied, the '
+            f'non-finite {what} at {where}{streak}; the step was not '
+            'applied, the '
             f'weights and the checkpoints in {runner.work_dir} are from '
             'before it. Try a lower lr (or a longer warm-up), the prior '
             'initialisation of the classifier (model.bbox_head.prior_prob='
@@ -331,12 +331,17 @@ class CheckpointCompatibilityHook(Hook):
             refused += unexpected
         if refused:
             report = self._report(shape, missing, unexpected, refused)
+            if len(refused) > 3:
+                runner.logger.error(
+                    'checkpoint keys that do not fit:\n' +
+                    '\n'.join('  ' + self._describe(k, shape, missing)
+                              for k in refused))
             if resuming:
                 report = (
                     '--resume needs a checkpoint that fits the model '
                     'exactly (the optimizer state is restored with it); '
                     'allow_mismatch applies to load_from only: fine-tune '
-                    'with load_from=CHECKPOINT and no --resume.\n' + report)
+                    'with load_from=CHECKPOINT and no --resume. ' + report)
             raise CheckpointMismatchError(report)
         self.skipped = sorted(list(shape) + missing)
         for key in shape:  # skipped: they keep their initialisation
@@ -353,22 +358,38 @@ class CheckpointCompatibilityHook(Hook):
                  if unexpected else ''))
 
     @staticmethod
-    def _report(shape: dict, missing: list, unexpected: list,
-                refused: list) -> str:
-        lines = ['the checkpoint does not fit the model:']
-        for k in refused:
-            if k in shape:
-                lines.append(f'  {k}: checkpoint {shape[k][0]}, '
-                             f'model {shape[k][1]}')
-            elif k in missing:
-                lines.append(f'  {k}: not in the checkpoint')
-            else:
-                lines.append(f'  {k}: not in the model')
-        cls = [k for k in shape if 'retina_cls' in k]
+    def _describe(key: str, shape: dict, missing: list) -> str:
+        if key in shape:
+            return f'{key}: checkpoint {shape[key][0]}, model {shape[key][1]}'
+        if key in missing:
+            return f'{key}: not in the checkpoint'
+        return f'{key}: not in the model'
+
+    @classmethod
+    def _report(cls,
+                shape: dict,
+                missing: list,
+                unexpected: list,
+                refused: list,
+                shown: int = 3) -> str:
+        """One line: the counts, the first ``shown`` keys, the likely cause
+        (the full list, when longer, goes to the log)."""
+        kinds = [(sum(k in shape for k in refused), 'of another shape'),
+                 (sum(k in missing for k in refused), 'not in the checkpoint'),
+                 (sum(k in unexpected for k in refused), 'not in the model')]
+        counts = ', '.join(f'{n} {what}' for n, what in kinds if n)
+        keys = '; '.join(
+            cls._describe(k, shape, missing) for k in refused[:shown])
+        more = (f'; and {len(refused) - shown} more (all in the log)'
+                if len(refused) > shown else '')
+        classes = all('retina_cls' in k for k in refused)
         hint = ('another number of classes: to fine-tune, allow the '
                 "classifier with custom_hooks=[dict(type='Checkpoint"
                 "CompatibilityHook', allow_mismatch=['bbox_head.retina_cls'"
-                '])]' if cls else "another architecture: check load_from, "
-                'or allow the keys with CheckpointCompatibilityHook('
-                'allow_mismatch=[...], allow_unexpected=True)')
-        return '\n'.join(lines) + f'\n(likely {hint})'
+                '])]' if classes else 'another architecture: check '
+                'load_from (mmdet\'s published weights go with '
+                'configs/pretrained/), or allow the keys with '
+                'CheckpointCompatibilityHook(allow_mismatch=[...], '
+                'allow_unexpected=True)')
+        return (f'the checkpoint does not fit the model, {len(refused)} '
+                f'key(s) differ ({counts}): {keys}{more} (likely {hint})')
