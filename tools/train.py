@@ -47,6 +47,13 @@ def parse_args() -> argparse.Namespace:
         help='resume from CHECKPOINT, or from the latest checkpoint of the '
         'work dir when no path is given')
     parser.add_argument(
+        '--time-budget',
+        type=float,
+        metavar='SECONDS',
+        help='end training after this many seconds, then validate and save '
+        'as at a normal end (TrainTimeBudgetHook; the lr schedule stays the '
+        "one of max_iters): compare recipes at the same wall-clock budget")
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -92,6 +99,11 @@ def main() -> None:
         cfg.resume = True
         cfg.load_from = args.resume
     add_safety_hooks(cfg)
+    if args.time_budget is not None:
+        if not args.time_budget > 0:
+            fail(f'--time-budget {args.time_budget}: expected seconds > 0')
+        cfg.custom_hooks.append(
+            dict(type='TrainTimeBudgetHook', seconds=args.time_budget))
     check_dataset_paths(cfg, ('train', 'val') if cfg.get('val_cfg') else
                         ('train', ))
     runner = (

@@ -8,12 +8,14 @@ from .hooks import (CheckpointCompatibilityHook, CheckpointMismatchError,
 from .optim_wrapper import CPUBF16OptimWrapper
 from .runner import FocalRetinaRunner
 from .schedulers import BudgetLinearLR, BudgetMultiStepLR
+from .time_budget import TrainTimeBudgetHook
 
 __all__ = [
     'BudgetLinearLR', 'BudgetMultiStepLR', 'CheckpointCompatibilityHook',
     'CheckpointMismatchError', 'CPUAwareDistributedDataParallel',
     'CPUBF16OptimWrapper', 'FocalRetinaRunner', 'FuseConvBNHook',
     'NonFiniteGuardHook', 'NonFiniteLossError', 'SafeCheckpointHook',
+    'TrainTimeBudgetHook',
     'UntrustedCheckpointError', 'allow_checkpoint_globals',
     'fuse_for_inference', 'safe_load', 'setup_cpu_distributed'
 ]
