@@ -72,7 +72,8 @@ from mmengine.utils import ProgressBar
 from projects.focal_retina.engine.checkpoint import CheckpointUnavailableError
 from projects.focal_retina.engine.cli import (check_checkpoint, fail,
                                               load_config)
-from projects.focal_retina.engine.hooks import CheckpointMismatchError
+from projects.focal_retina.engine.hooks import (CheckpointMismatchError,
+                                                check_fit)
 
 # mmdet's DetInferencer IMG_EXTENSIONS; videos as OpenCV reads them.
 IMG_EXT = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff',
@@ -247,11 +248,18 @@ class Detector:
                   f'{self.inferencer.detector.describe()}')
         else:
             from mmdet.apis import DetInferencer
+            from mmengine.runner.checkpoint import CheckpointLoader
             self.inferencer = DetInferencer(
                 model=cfg,
                 weights=args.checkpoint,
                 device=args.device,
                 show_progress=False)
+            # DetInferencer loads what matches and warns about the rest: a
+            # checkpoint of another model would draw random boxes.
+            check_fit(
+                self.inferencer.model,
+                CheckpointLoader.load_checkpoint(
+                    args.checkpoint, map_location='cpu'))
         if args.fuse_conv_bn:
             from projects.focal_retina.engine.fuse import fuse_for_inference
             folded = fuse_for_inference(self.inferencer.model)

@@ -126,3 +126,23 @@ def test_test_tool_refuses_another_architecture_in_one_line(
     error = tool_error(str(ckpt), tmp_path, tiny_shapes)
     assert 'does not fit the model' in error
     assert 'another architecture' in error
+
+
+@pytest.mark.slow
+def test_infer_refuses_another_architecture_in_one_line(tmp_path, photo):
+    """mmdet's DetInferencer loads what matches and only warns; infer.py
+    refuses a checkpoint that does not fit its config."""
+    ckpt = tmp_path / 'other.pth'
+    torch.save(
+        dict(state_dict={'backbone.conv1.weight': torch.zeros(64, 3, 7, 7)}),
+        str(ckpt))
+    out = run([
+        'tools/infer.py', 'configs/demo/retina_r18_fpn_shapes.py',
+        str(ckpt), photo, '--out-dir',
+        str(tmp_path / 'out')
+    ], tmp_path / 'torch')
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert 'Traceback' not in out.stderr, out.stderr[-3000:]
+    errors = [ln for ln in out.stderr.splitlines() if 'error:' in ln]
+    assert len(errors) == 1 and 'does not fit the model' in errors[0], \
+        out.stderr[-3000:]

@@ -25,7 +25,7 @@ weights silently.
 import functools
 import re
 from collections import deque
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.dist import is_main_process
@@ -267,6 +267,36 @@ class SafeCheckpointHook(CheckpointHook):
             self.file_backend.rmtree(path)
 
 
+def checkpoint_mismatch(model: torch.nn.Module,
+                        checkpoint: dict) -> Tuple[dict, list, list]:
+    """What does not fit: ({key: (checkpoint shape, model shape)}, keys
+    missing from the checkpoint, checkpoint keys the model lacks)."""
+    state = checkpoint.get('state_dict', checkpoint)
+    # mmengine strips a DDP 'module.' prefix the same way when loading.
+    ckpt = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
+    own = model.state_dict()
+    shape = {
+        k: (tuple(v.shape), tuple(own[k].shape))
+        for k, v in ckpt.items() if k in own and torch.is_tensor(v)
+        and tuple(v.shape) != tuple(own[k].shape)
+    }
+    missing = [k for k in own if k not in ckpt]
+    unexpected = [k for k in ckpt if k not in own]
+    return shape, missing, unexpected
+
+
+def check_fit(model: torch.nn.Module, checkpoint: dict) -> None:
+    """:class:`CheckpointMismatchError` (one line) unless ``checkpoint``
+    fits ``model`` key for key and shape for shape (inference: mmdet's
+    ``DetInferencer`` loads what matches and only warns)."""
+    shape, missing, unexpected = checkpoint_mismatch(model, checkpoint)
+    refused = list(shape) + missing + unexpected
+    if refused:
+        raise CheckpointMismatchError(
+            CheckpointCompatibilityHook._report(shape, missing, unexpected,
+                                                refused))
+
+
 @HOOKS.register_module()
 class CheckpointCompatibilityHook(Hook):
     """Refuses, with a key-by-key report, a checkpoint that does not fit
@@ -305,16 +335,7 @@ class CheckpointCompatibilityHook(Hook):
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         state = checkpoint.get('state_dict', checkpoint)
-        # mmengine strips a DDP 'module.' prefix the same way when loading.
-        ckpt = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
-        own = model.state_dict()
-        shape = {
-            k: (tuple(v.shape), tuple(own[k].shape))
-            for k, v in ckpt.items() if k in own and torch.is_tensor(v)
-            and tuple(v.shape) != tuple(own[k].shape)
-        }
-        missing = [k for k in own if k not in ckpt]
-        unexpected = [k for k in ckpt if k not in own]
+        shape, missing, unexpected = checkpoint_mismatch(model, checkpoint)
         # Testing a model whose classifier kept its initialisation would
         # report a meaningless AP: the opt-in holds for training only.
         training = isinstance(getattr(runner, '_train_loop', None), BaseLoop)
