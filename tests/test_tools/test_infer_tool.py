@@ -269,7 +269,10 @@ def test_listed_detections_equal_the_models_predict(unfiltered, inputs,
             sorted(([float(s), *map(float, b)]
                     for s, b in zip(pred.scores, pred.bboxes)),
                    key=lambda r: (-r[0], r[1:])))
-        np.testing.assert_allclose(listed(dets, path), ref, atol=1e-4)
+        # Two processes may sum in another order (oneDNN, threads): boxes
+        # of ~400 px agree to float32 precision, not to 1e-4 px.
+        np.testing.assert_allclose(
+            listed(dets, path), ref, rtol=1e-5, atol=1e-4)
         assert sorted(d['class']
                       for d in ours) == sorted(classes[int(lab)]
                                                for lab in pred.labels)
