@@ -60,11 +60,11 @@ def parse_args() -> argparse.Namespace:
 
 
 def build(config: str):
-    from mmengine.config import Config
     from mmengine.logging import MMLogger
 
     from projects.focal_retina.deployment.export import build_detector
-    cfg = Config.fromfile(osp.join(ROOT, config))
+    from projects.focal_retina.engine.cli import read_config
+    cfg = read_config(osp.join(ROOT, config))
     cfg.model.backbone.init_cfg = None  # no pretrained weights here
     MMLogger.get_current_instance().setLevel('ERROR')
     torch.manual_seed(0)

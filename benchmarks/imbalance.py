@@ -101,12 +101,12 @@ def measure(config: str,
     import torch
     from mmdet.registry import TASK_UTILS
     from mmdet.utils import register_all_modules
-    from mmengine.config import Config
     from mmengine.structures import InstanceData
 
     import projects.focal_retina  # noqa: F401  (registers components)
+    from projects.focal_retina.engine.cli import read_config
     register_all_modules(init_default_scope=False)
-    cfg = Config.fromfile(config)
+    cfg = read_config(config)
     head = cfg.model.bbox_head
     generator = TASK_UTILS.build(head.anchor_generator)
     assigner = TASK_UTILS.build(cfg.model.train_cfg.assigner)
