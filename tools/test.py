@@ -18,7 +18,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from projects.focal_retina.engine.checkpoint import CheckpointUnavailableError
-from projects.focal_retina.engine.cli import (check_checkpoint,
+from projects.focal_retina.engine.cli import (add_safety_hooks,
+                                              check_checkpoint,
                                               check_dataset_paths, fail,
                                               load_config, set_work_dir)
 from projects.focal_retina.engine.distributed import setup_cpu_distributed
@@ -117,11 +118,7 @@ def main() -> None:
             dict(type='DumpDetResults', out_file_path=args.out))
     # A checkpoint that does not fit the config (mmengine would load what
     # matches, warn, and evaluate the rest at random) is refused in one line.
-    hooks = list(cfg.get('custom_hooks') or [])
-    if not any(
-            isinstance(h, dict) and h.get('type') ==
-            'CheckpointCompatibilityHook' for h in hooks):
-        cfg.custom_hooks = hooks + [dict(type='CheckpointCompatibilityHook')]
+    add_safety_hooks(cfg, ('CheckpointCompatibilityHook', ))
     if args.fuse_conv_bn:  # FuseConvBNHook: after the checkpoint is loaded
         cfg.custom_hooks = list(cfg.get('custom_hooks')
                                 or []) + [dict(type='FuseConvBNHook')]

@@ -8,22 +8,12 @@ _base_ = './retina_r18_fpn_shapes.py'
 data_root = 'data/shapes_sparse/'
 img_scale = (384, 384)
 
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                   'scale_factor'))
-]
+# The demo's pipelines at this scale (step 2 of train, step 1 of test is
+# the Resize).
+train_pipeline = _base_.train_pipeline
+train_pipeline[2].scale = img_scale
+test_pipeline = _base_.test_pipeline
+test_pipeline[1].scale = img_scale
 train_dataloader = dict(
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(

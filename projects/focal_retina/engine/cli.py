@@ -7,7 +7,7 @@ They turn user mistakes (a missing config or checkpoint, a bad
 import os.path as osp
 import sys
 import warnings
-from typing import NoReturn, Optional
+from typing import NoReturn, Optional, Sequence
 
 from mmengine.config import Config
 
@@ -111,14 +111,18 @@ def set_work_dir(cfg: Config, work_dir: Optional[str],
                                 osp.splitext(osp.basename(config_path))[0])
 
 
-def add_safety_hooks(cfg: Config) -> None:
-    """Adds the NaN guard and the checkpoint-fit check to ``cfg``'s
-    ``custom_hooks`` unless the config configures them itself (a config's
-    ``custom_hooks`` list replaces its base's, so they are added here rather
-    than in a base config)."""
+def add_safety_hooks(
+    cfg: Config,
+    names: Sequence[str] = ('NonFiniteGuardHook',
+                            'CheckpointCompatibilityHook')
+) -> None:
+    """Adds the NaN guard and the checkpoint-fit check (or the hooks
+    ``names``) to ``cfg``'s ``custom_hooks`` unless the config configures
+    them itself (a config's ``custom_hooks`` list replaces its base's, so
+    they are added here rather than in a base config)."""
     hooks = list(cfg.get('custom_hooks', None) or [])
     types = {h.get('type') for h in hooks if isinstance(h, dict)}
-    for name in ('NonFiniteGuardHook', 'CheckpointCompatibilityHook'):
+    for name in names:
         if name not in types:
             hooks.append(dict(type=name))
     cfg.custom_hooks = hooks
