@@ -14,6 +14,10 @@ weights silently.
   one is written, not before: with ``max_keep_ckpts=1`` mmengine deletes the
   only good checkpoint and then writes the new one, so a kill while saving
   leaves none. (The write itself is made atomic by ``FocalRetinaRunner``.)
+  With ``save_best``, it also keeps ``best_<metric>.pth`` (e.g.
+  ``best_coco_bbox_mAP.pth``) pointing at mmengine's current
+  ``best_<metric>_iter_N.pth``: a name the next command can be given
+  before anyone knows N.
 * :class:`CheckpointCompatibilityHook` — a ``load_from`` / ``--resume``
   checkpoint whose keys or shapes differ from the model is reported key by
   key and refused, unless the user names the keys that may differ (e.g. the
@@ -23,12 +27,15 @@ weights silently.
   warning that is easy to miss.
 """
 import functools
+import os
+import os.path as osp
 import re
+import shutil
 from collections import deque
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from mmengine.dist import is_main_process
+from mmengine.dist import all_reduce, get_world_size, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
@@ -167,12 +174,16 @@ class NonFiniteGuardHook(Hook):
             torch.isfinite(v).all().to(norm.device)
             for v in self._terms(self._losses)
         ])
-        if bool(finite.all()):
+        if bool(self._agree(finite.all())):
             self._consecutive = 0
             return True
         bad_terms = self._bad_terms()
-        what = (f'loss term {", ".join(bad_terms)}'
-                if bad_terms else 'gradient (all loss terms finite)')
+        if bad_terms:
+            what = f'loss term {", ".join(bad_terms)}'
+        elif bool(finite.all()):
+            what = 'loss term on another process'
+        else:
+            what = 'gradient (all loss terms finite)'
         where = f'iteration {runner.iter + 1}'
         overflow = scaler is not None and not bad_terms
         if ((self.action == 'skip' or overflow)
@@ -196,6 +207,22 @@ class NonFiniteGuardHook(Hook):
             '0.01), gradient clipping (optim_wrapper.clip_grad=dict('
             'max_norm=35)), or custom_hooks=[dict(type='
             "'NonFiniteGuardHook', action='skip')] to skip such steps.")
+
+    @staticmethod
+    def _agree(finite: torch.Tensor) -> torch.Tensor:
+        """Whether the step is finite on every process.
+
+        The gradients are all-reduced by DDP, but the loss terms are each
+        process's own (a logged term can be NaN on one process only): a
+        process deciding alone would stop, or skip, while the others step,
+        and the run would hang in the next all-reduce or the replicas
+        would drift apart. So the verdict is all-reduced (MIN) first.
+        """
+        if get_world_size() == 1:
+            return finite
+        flag = finite.to(torch.int32).reshape(1)
+        all_reduce(flag, op='min')
+        return flag[0]
 
     @staticmethod
     def _skip(optimizer: torch.optim.Optimizer, scaler) -> bool:
@@ -226,7 +253,17 @@ class SafeCheckpointHook(CheckpointHook):
     its file), the new checkpoint is written first, then every id beyond
     ``max_keep_ckpts`` is deleted. The ids go to the message hub, so a
     ``--resume`` prunes and keeps the same files.
+
+    With ``save_best``, each time mmengine saves a new best checkpoint
+    (``best_coco_bbox_mAP_iter_N.pth``, deleting the previous one),
+    ``best_coco_bbox_mAP.pth`` next to it is made to point at it (one
+    stable name per metric), so a tested and deployed checkpoint is named
+    the same whatever iteration won.
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._best_linked: Dict[str, str] = {}  # link -> the file it names
 
     def before_train(self, runner) -> None:
         # mmengine reads the kept ids back from the message hub (and prunes
@@ -256,6 +293,30 @@ class SafeCheckpointHook(CheckpointHook):
         runner.message_hub.update_info('keep_ckpt_ids',
                                        list(self.keep_ckpt_ids))
 
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        super()._save_best_checkpoint(runner, metrics)
+        if not self.save_best or not is_main_process():
+            return
+        # mmengine keeps one path for one metric, a dict for several; the
+        # 'auto' indicator is resolved by now.
+        if len(self.key_indicators) == 1:
+            bests = {self.key_indicators[0]: self.best_ckpt_path}
+        else:
+            bests = dict(self.best_ckpt_path_dict)
+        for key, target in bests.items():
+            # Local files only: a remote backend has no links to make.
+            if not target or '://' in str(target) or not osp.isfile(target):
+                continue
+            link = osp.join(
+                osp.dirname(target), f"best_{key.replace('/', '_')}.pth")
+            if self._best_linked.get(link) == target and osp.exists(link):
+                continue
+            how = point_to(link, target)
+            self._best_linked[link] = target
+            runner.logger.info(
+                f'{osp.basename(link)} {how} {osp.basename(target)}, the '
+                'best checkpoint so far (the name to test and deploy)')
+
     def _remove(self, step: int) -> None:
         if not is_main_process():
             return
@@ -265,6 +326,30 @@ class SafeCheckpointHook(CheckpointHook):
             self.file_backend.remove(path)
         elif self.file_backend.isdir(path):  # deepspeed saves directories
             self.file_backend.rmtree(path)
+
+
+def point_to(link: str, target: str) -> str:
+    """Makes the path ``link`` name the file ``target`` of the same folder.
+
+    A relative symlink (so the folder can be moved or copied with its
+    links), or a copy where the filesystem or OS does not allow symlinks
+    (Windows without the privilege). The new entry replaces the old one in
+    one ``os.replace``, so ``link`` never names a half-written file.
+
+    Returns:
+        str: 'links to' or 'is a copy of', for the log.
+    """
+    tmp = link + '.tmp'
+    if osp.lexists(tmp):
+        os.remove(tmp)
+    try:
+        os.symlink(osp.basename(target), tmp)
+        how = 'links to'
+    except OSError:
+        shutil.copyfile(target, tmp)
+        how = 'is a copy of'
+    os.replace(tmp, link)
+    return how
 
 
 def checkpoint_mismatch(model: torch.nn.Module,
