@@ -1,18 +1,12 @@
 # The own-data recipe (R-18 from scratch) with the augmentation preset for
-# ground-level photos (scale jitter, random crop, left-right flip, colour),
-# validation every 100 iterations and the best checkpoint kept
-# (best_coco_bbox_mAP_iter_N.pth: test and run that one). Inherit it as
-# retina_r18_fpn_own_data.py says.
+# ground-level photos (scale jitter, random crop, left-right flip, colour);
+# validation and the best checkpoint (best_coco_bbox_mAP.pth) as in the
+# recipe. Inherit it as retina_r18_fpn_own_data.py says.
 _base_ = [
     './retina_r18_fpn_own_data.py', '../_base_/datasets/small_data_augment.py'
 ]
 
 train_dataloader = dict(dataset=dict(pipeline=_base_.photo_pipeline))
-# Validation during training; mmengine validates after the last iteration
-# too, whatever max_iters.
-train_cfg = dict(val_interval=100)
-default_hooks = dict(
-    checkpoint=dict(save_best='coco/bbox_mAP', rule='greater'))
 # To stop when the validation AP has not improved for 3 validations, add
 #   dict(type='EarlyStoppingHook', monitor='coco/bbox_mAP', rule='greater',
 #        patience=3, min_delta=0.002)

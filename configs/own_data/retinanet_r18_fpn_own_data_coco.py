@@ -83,6 +83,8 @@ param_scheduler = [
 ]
 optim_wrapper = dict(
     optimizer=dict(lr=0.0025), clip_grad=dict(max_norm=35, norm_type=2))
+# The best checkpoint by COCO AP is best_coco_bbox_mAP_iter_N.pth, and
+# best_coco_bbox_mAP.pth names it (SafeCheckpointHook): test and run that.
 default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(

@@ -1,13 +1,15 @@
 """Helpers shared by the command-line tools in ``tools/``.
 
 They turn user mistakes (a missing config or checkpoint, a bad
-``--cfg-options`` key) into one-line errors that name the culprit, and map
-``--amp`` to the right mixed-precision wrapper for the device.
+``--cfg-options`` key) into one-line errors that name the culprit, map
+``--amp`` to the right mixed-precision wrapper for the device, and convert a
+schedule to another total batch (``--scale-schedule``).
 """
+import os
 import os.path as osp
 import sys
 import warnings
-from typing import NoReturn, Optional, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
 from mmengine.config import Config
 
@@ -30,14 +32,20 @@ def read_config(path: str) -> Config:
         return Config.fromfile(path)
 
 
-def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
-    """Loads a config file and applies ``--cfg-options`` overrides."""
+def load_config(path: str,
+                cfg_options: Optional[dict] = None,
+                on_read: Optional[Callable[[Config], None]] = None) -> Config:
+    """Loads a config file and applies ``--cfg-options`` overrides;
+    ``on_read(cfg)`` sees the file's own values first (what tools/train.py
+    compares a run's schedule against)."""
     if not osp.isfile(path):
         fail(f'config file {path!r} does not exist')
     try:
         cfg = read_config(path)
     except Exception as exc:  # syntax errors, missing _base_ files, ...
         fail(f'cannot load config {path!r}: {type(exc).__name__}: {exc}')
+    if on_read is not None:
+        on_read(cfg)
     if cfg_options:
         try:
             cfg.merge_from_dict(cfg_options)
@@ -233,3 +241,266 @@ def enable_amp(cfg: Config, device: str) -> None:
     else:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+# --- the schedule at another total batch (--scale-schedule) ----------------
+
+# Schedulers whose only iteration-valued arguments are begin/end and these:
+# their milestones can be rescaled. BudgetLinearLR / BudgetMultiStepLR hold
+# fractions of train_cfg.max_iters, which rescale with it by themselves.
+_SCALABLE_KEYS = ('begin', 'end', 'milestones', 'T_max', 'step_size')
+_SCALABLE_SCHEDULERS = {
+    f'{family}{kind}'
+    for family in ('Constant', 'Linear', 'MultiStep', 'Step',
+                   'CosineAnnealing', 'Poly')
+    for kind in ('LR', 'Momentum', 'ParamScheduler')
+} | {'BudgetLinearLR', 'BudgetMultiStepLR'}
+_WORLD_SIZE_ENV = {
+    'pytorch': 'WORLD_SIZE',
+    'slurm': 'SLURM_NTASKS',
+    'mpi': 'OMPI_COMM_WORLD_SIZE'
+}
+_INF = 10**9  # mmengine's INF: an ``end`` meaning "the end of the run"
+
+
+def launch_world_size(launcher: str) -> int:
+    """The number of training processes of this launch: the process group's
+    size when it exists already (the CPU gloo group), 1 for
+    ``--launcher none``, else what the launcher put into the environment
+    (the Runner reads the same variables when it creates the group)."""
+    from mmengine.dist import get_world_size, is_distributed
+    if is_distributed():
+        return get_world_size()
+    if launcher == 'none':
+        return 1
+    name = _WORLD_SIZE_ENV[launcher]
+    value = os.environ.get(name, '')
+    if not value.isdigit() or int(value) < 1:
+        fail(f'--launcher {launcher}: ${name} is {value!r}; expected the '
+             'number of processes (start the tool with its launcher)')
+    return int(value)
+
+
+def _loop_kind(cfg: Config) -> str:
+    train_cfg = cfg.get('train_cfg') or {}
+    if 'max_iters' in train_cfg:
+        return 'iters'
+    if 'max_epochs' in train_cfg:
+        return 'epochs'
+    raise ValueError('train_cfg has neither max_iters nor max_epochs')
+
+
+def schedule_reference(cfg: Config, source: str) -> Optional[dict]:
+    """What a config file trains, before any option changes it: the batch
+    its lr is written for (``auto_scale_lr.base_batch_size``, else the
+    file's ``train_dataloader.batch_size``) and its length.
+
+    Returns:
+        ``dict(batch, batch_key, kind, length, source)`` (kind 'iters' or
+        'epochs'), or None when the file states no length.
+    """
+    try:
+        kind = _loop_kind(cfg)
+    except ValueError:
+        return None
+    base = (cfg.get('auto_scale_lr') or {}).get('base_batch_size')
+    key = 'auto_scale_lr.base_batch_size'
+    if base is None:
+        base = (cfg.get('train_dataloader') or {}).get('batch_size')
+        key = 'train_dataloader.batch_size'
+    return dict(
+        batch=base,
+        batch_key=key,
+        kind=kind,
+        length=cfg.train_cfg[f'max_{kind}'],
+        source=source)
+
+
+def _fraction_text(part: int, whole: int) -> str:
+    """``'0.125 (1/8)'``: the ratio, and as a fraction where that is short."""
+    from fractions import Fraction
+    exact = Fraction(part, whole)
+    text = f'{part / whole:.4g}'
+    if 1 < exact.denominator <= 10000:
+        text += f' ({exact})'
+    return text
+
+
+def images_line(cfg: Config,
+                world_size: int,
+                reference: Optional[dict],
+                dataset_size: Optional[int] = None) -> str:
+    """The one line every training run prints first: how many images it
+    will see, against what its config file trains.
+
+    Args:
+        cfg: The config of the run (options applied).
+        world_size: Training processes.
+        reference: :func:`schedule_reference` of the config file.
+        dataset_size: Images of the training dataset (epoch-based loops).
+
+    Returns:
+        E.g. ``images: 2 per iteration (1 process x 2) x 90,000 iterations
+        = 180,000; 0.125 (1/8) of the config's 16 x 90,000 = 1,440,000
+        (auto_scale_lr.base_batch_size x max_iters of ...); --scale-schedule
+        ...``.
+    """
+    kind = _loop_kind(cfg)
+    per_process = cfg.train_dataloader.batch_size
+    batch = world_size * per_process
+    length = cfg.train_cfg[f'max_{kind}']
+    plural = '' if world_size == 1 else 'es'
+    if kind == 'iters':
+        images = batch * length
+        text = (f'images: {batch} per iteration ({world_size} process'
+                f'{plural} x {per_process}) x {length:,} iteration'
+                f'{"" if length == 1 else "s"} = {images:,}')
+    else:
+        text = (f'images: {length} epochs x {dataset_size:,} training images'
+                f' = {length * dataset_size:,} (the same at any batch; '
+                f'{batch} per iteration)')
+    if reference is None or reference['kind'] != kind or \
+            reference['batch'] is None:
+        return text + '; the config states no reference schedule'
+    ref_len = reference['length']
+    if kind == 'iters':
+        ref_images = reference['batch'] * ref_len
+        fraction = images / ref_images
+        text += (f'; {_fraction_text(images, ref_images)} of the '
+                 f'{reference["batch"]} x {ref_len:,} = {ref_images:,} of '
+                 f'{reference["source"]} ({reference["batch_key"]} x '
+                 'train_cfg.max_iters)')
+    else:
+        fraction = length / ref_len
+        text += (f'; {_fraction_text(length, ref_len)} of the {ref_len} '
+                 f'epochs of {reference["source"]}')
+    if (fraction < 1 and kind == 'iters' and batch < reference['batch']
+            and reference['batch_key'] == 'auto_scale_lr.base_batch_size'):
+        text += ('; --scale-schedule trains its images at this batch '
+                 '(more iterations, lr scaled down)')
+    return text
+
+
+def _scale(value: int, ratio: float) -> int:
+    return max(1, round(value * ratio))
+
+
+def scale_schedule(cfg: Config, total_batch: int) -> str:
+    """Rescales ``cfg`` (in place) from ``auto_scale_lr.base_batch_size`` to
+    a total batch of ``total_batch`` images, as detectron2's
+    ``DefaultTrainer.auto_scale_workers`` does for its
+    ``REFERENCE_WORLD_SIZE``: lr x B / base, and everything counted in
+    iterations x base / B, so that the run sees the config's images with
+    the config's lr per image.
+
+    Iteration loops: max_iters, val_interval and an iteration-counted
+    checkpoint interval; fraction schedulers (BudgetLinearLR,
+    BudgetMultiStepLR) follow max_iters, the milestones / begin / end of
+    mmengine's step, linear, constant, cosine and poly schedulers counted
+    in iterations are rescaled. Epoch loops already see the dataset once
+    per epoch at any batch: epochs stay, only the lr and iteration-counted
+    schedulers (a warm-up) change. ``auto_scale_lr.enable`` is turned off:
+    the lr is scaled here, in the config the work dir keeps.
+
+    Args:
+        cfg: The config (modified in place).
+        total_batch: World size x ``train_dataloader.batch_size``.
+
+    Returns:
+        One line naming every changed value.
+
+    Raises:
+        ValueError: No ``auto_scale_lr.base_batch_size``, no optimizer lr,
+            or a scheduler counted in iterations that cannot be rescaled
+            (e.g. ExponentialLR, whose gamma is per iteration).
+    """
+    base = (cfg.get('auto_scale_lr') or {}).get('base_batch_size')
+    if not isinstance(base, int) or base < 1:
+        raise ValueError('the config has no auto_scale_lr.base_batch_size '
+                         '(the total batch its lr and schedule are for)')
+    optimizer = (cfg.get('optim_wrapper') or {}).get('optimizer') or {}
+    if 'lr' not in optimizer:
+        raise ValueError('the config has no optim_wrapper.optimizer.lr')
+    kind = _loop_kind(cfg)
+    to_batch = total_batch / base  # lr
+    to_iters = base / total_batch  # everything counted in iterations
+    schedulers = cfg.get('param_scheduler') or []
+    schedulers = [schedulers] if isinstance(schedulers, dict) else schedulers
+    by_iter = [(i, s) for i, s in enumerate(schedulers)
+               if not s.get('by_epoch', True)]  # epochs: the same at any B
+    for i, sched in by_iter:  # all checked before anything changes
+        name = getattr(sched.get('type'), '__name__', sched.get('type'))
+        if name not in _SCALABLE_SCHEDULERS:
+            raise ValueError(
+                f'param_scheduler[{i}] ({name}, by_epoch=False) counts '
+                'iterations in a way that cannot be rescaled; write it with '
+                'BudgetLinearLR / BudgetMultiStepLR (fractions of the run) '
+                'or scale it yourself with --cfg-options')
+    scaled = []
+    for i, sched in by_iter:
+        for key in _SCALABLE_KEYS:
+            value = sched.get(key)
+            if value is None or (key == 'end' and value >= _INF):
+                continue
+            if key == 'milestones':
+                sched[key] = [_scale(m, to_iters) for m in value]
+            elif key == 'begin':
+                sched[key] = round(value * to_iters)
+            else:
+                sched[key] = _scale(value, to_iters)
+            scaled.append(f'param_scheduler[{i}].{key} {value} -> '
+                          f'{sched[key]}')
+    changes = [f'lr {optimizer.lr:g} -> {optimizer.lr * to_batch:g}']
+    optimizer.lr = optimizer.lr * to_batch
+    if kind == 'iters':
+        changes += _scale_key(cfg.train_cfg, 'max_iters', 'max_iters',
+                              to_iters)
+        changes += _scale_key(cfg.train_cfg, 'val_interval', 'val_interval',
+                              to_iters)
+        dynamic = cfg.train_cfg.get('dynamic_intervals')
+        if dynamic:
+            cfg.train_cfg.dynamic_intervals = [
+                (_scale(m, to_iters), _scale(v, to_iters)) for m, v in dynamic
+            ]
+            changes.append('dynamic_intervals')
+    ckpt = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if ckpt and ckpt.get('by_epoch', True) is False:
+        changes += _scale_key(ckpt, 'interval', 'checkpoint interval',
+                              to_iters)
+    cfg.auto_scale_lr.enable = False  # scaled here, not again by mmengine
+    if kind == 'iters':
+        changes += _fraction_points(schedulers, cfg.train_cfg.max_iters)
+    steps = ('' if kind == 'iters' else
+             f'; {cfg.train_cfg.max_epochs} epochs stay (an epoch is the '
+             'dataset at any batch)')
+    return (f'--scale-schedule: total batch {total_batch} instead of '
+            f'{base}: ' + ', '.join(changes + scaled) + steps)
+
+
+def _fraction_points(schedulers: list, max_iters: int) -> list:
+    """Where the fraction schedulers will put their warm-up end and steps
+    in a run of ``max_iters`` (for the user; the schedulers resolve them
+    themselves when the Runner builds them)."""
+    points = []
+    for sched in schedulers:
+        name = getattr(sched.get('type'), '__name__', sched.get('type'))
+        begin = sched.get('begin', 0)
+        end = sched.get('end', max_iters)
+        length = (max_iters if end is None or end >= _INF else end) - begin
+        if name == 'BudgetLinearLR':
+            warmup = max(1, round(sched.warmup_fraction * length))
+            points.append(f'warm-up {warmup} iterations')
+        elif name == 'BudgetMultiStepLR':
+            steps = [
+                begin + round(f * length) for f in sched.milestone_fractions
+            ]
+            points.append('lr steps at ' + ', '.join(map(str, steps)))
+    return points
+
+
+def _scale_key(section, key: str, name: str, ratio: float) -> list:
+    value = section.get(key)
+    if not isinstance(value, int):
+        return []
+    section[key] = _scale(value, ratio)
+    return [f'{name} {value} -> {section[key]}']

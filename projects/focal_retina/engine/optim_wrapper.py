@@ -1,9 +1,11 @@
 """Mixed precision on CPU.
 
 mmengine's ``AmpOptimWrapper`` asserts a CUDA/NPU/MLU device, so mmdet's
-``--amp`` fails on CPU. CPUs with AVX-512 bf16 run the convolutions of a
-training step about twice as fast under ``torch.autocast('cpu', bfloat16)``;
-bfloat16 keeps float32's exponent range, so no loss scaling is needed.
+``--amp`` fails on CPU. Whether ``torch.autocast('cpu', bfloat16)`` speeds
+up a training step depends on the CPU (oneDNN's bf16 convolutions are fast
+with AMX; with AVX-512 BF16 alone they can be slower than float32): ``--amp
+auto`` measures it (:mod:`.amp_probe`). bfloat16 keeps float32's exponent
+range, so no loss scaling is needed.
 """
 from contextlib import contextmanager
 
