@@ -44,6 +44,8 @@ CODE_FENCES = ('python', 'py', 'bibtex', 'json', 'yaml', 'yml', 'toml', 'ini',
 FENCE = re.compile(r'^(\s*)(`{3,}|~{3,})\s*([\w+-]*)\s*$')
 # A config the page has the reader write, named before its python block.
 USER_CONFIG = re.compile(r'`(my_configs/[\w.-]+\.py)`')
+# ``python tools/make_config.py NAME ...`` writes my_configs/NAME.py.
+MADE_CONFIG = re.compile(r'python3? tools/make_config\.py\s+([\w.-]+)\s')
 # Top-level folders whose paths named in prose must exist.
 REPO_DIRS = ('benchmarks', 'configs', 'docs', 'projects', 'requirements',
              'tests', 'tools')
@@ -239,11 +241,21 @@ def _with_user_configs(page: str, command: str, tmp_path) -> str:
     named = re.findall(r'(?<![\w/])my_configs/[\w.-]+\.py', command)
     if not named:
         return command
-    written = user_configs(_read(page))
+    text = _read(page)
+    written = user_configs(text)
+    for made in MADE_CONFIG.findall(text):
+        # Written by tools/make_config.py: the same config by hand, from
+        # the page that shows it (the README's step 2: docs/own_data.md).
+        name = f'my_configs/{made}.py'
+        by_hand = [user_configs(_read(p)).get(name) for p in PAGES]
+        by_hand = [c for c in by_hand if c]
+        if name not in written and by_hand:
+            written[name] = by_hand[0]
     for name in named:
         assert name in written, (
             f'{page}: `{command}` names {name}, which the page does not '
-            'write (a python block right after prose naming it)')
+            'write (a python block right after prose naming it, or '
+            'tools/make_config.py with such a block on another page)')
         path = tmp_path / name
         path.parent.mkdir(exist_ok=True)
         path.write_text(written[name])

@@ -216,3 +216,52 @@ def test_excluded_images_are_left_out_of_the_ap(tmp_path):
     stock = metric(CocoMetric, ann_file).compute_metrics(results)
     assert math.isclose(ours['bbox_mAP_50'], 1.0)
     assert stock['bbox_mAP_50'] < 0.6
+
+
+def test_classes_in_another_order_than_the_file_are_refused(tmp_path):
+    """mmdet numbers the labels in the file's category order whatever the
+    order of metainfo.classes: ('b', 'a') on a file listing a, b would name
+    every 'a' box 'b'. Stock mmdet accepts it silently."""
+    write_images(tmp_path, ['1.png'])
+    path = write_ann(tmp_path, [img(1)], [ann(1, 1, [5, 5, 10, 10], cat=7)])
+    with pytest.raises(AnnotationError) as err:
+        CheckedCocoDataset(
+            ann_file=path,
+            data_prefix=dict(img=str(tmp_path / 'img') + '/'),
+            metainfo=dict(classes=('b', 'a')),
+            pipeline=[])
+    assert str(err.value) == (
+        f"{path}: metainfo.classes ('b', 'a') are in another order than "
+        "the file's categories; mmdet numbers the labels in the file's "
+        "order, so write classes = ('a', 'b')")
+
+
+def test_a_class_the_file_lacks_is_refused(tmp_path):
+    write_images(tmp_path, ['1.png'])
+    path = write_ann(tmp_path, [img(1)], [ann(1, 1, [5, 5, 10, 10])])
+    with pytest.raises(AnnotationError, match=r"names 'c', which the "
+                       r"file's categories do not have \(it has \('a', "
+                       r"'b'\)\)"):
+        CheckedCocoDataset(
+            ann_file=path,
+            data_prefix=dict(img=str(tmp_path / 'img') + '/'),
+            metainfo=dict(classes=('a', 'c')),
+            pipeline=[])
+
+
+def test_a_subset_in_the_file_order_labels_as_mmdet_does(tmp_path):
+    """Training on some of the file's classes stays allowed: label 0 is
+    category 7 ('b'), the only class named."""
+    write_images(tmp_path, ['1.png'])
+    path = write_ann(tmp_path, [img(1)], [
+        ann(1, 1, [5, 5, 10, 10], cat=1),
+        ann(2, 1, [20, 5, 10, 10], cat=7)
+    ])
+    ds = CheckedCocoDataset(
+        ann_file=path,
+        data_prefix=dict(img=str(tmp_path / 'img') + '/'),
+        metainfo=dict(classes=('b', )),
+        filter_cfg=dict(filter_empty_gt=False),
+        pipeline=[])
+    labels = [i['bbox_label'] for i in infos(ds)[0]['instances']]
+    assert labels == [0]

@@ -14,7 +14,7 @@ import pytest
 from tests.test_tools.test_cli import run_tool
 
 pytestmark = pytest.mark.slow
-CLASSES = ('circle', 'square', 'triangle', 'cross')
+CLASSES = ('circle', 'cross', 'square', 'triangle')  # the json's order
 
 
 def child_config(path, data_root, classes=CLASSES, extra=''):

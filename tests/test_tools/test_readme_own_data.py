@@ -1,23 +1,25 @@
 """The README's "Your own data" steps, run as written.
 
-The commands are read from the README (its shell fences in that section,
-and the step-2 config from its python fence, saved under the name the text
-gives it), not copied here, and run in that order in a folder laid out like
-a clone (``tools``, ``configs`` and ``projects`` linked to this one), on the
-example export of step 0. The only additions are a small budget: 10 photos
-instead of 40, ``--cfg-options train_cfg.max_iters=2`` (the override the
-README documents) and no dataloader workers. Every path a step names must
+The commands are read from the README (its shell fences in that section;
+step 2 writes the config with tools/make_config.py), not copied here, and
+run in that order in a folder laid out like a clone (``tools``, ``configs``
+and ``projects`` linked to this one), on the example export of step 0.
+The only additions are a small budget: 10 photos instead of 40,
+``--cfg-options train_cfg.max_iters=2`` (the override the README
+documents) and no dataloader workers. Every path a step names must
 exist once that step has run (a later step cannot name a file no earlier
 step wrote), and so must every file the section's text names.
 
 A COCO start downloads mmdet's weights: here a stand-in with the keys and
 shapes of mmdet's own model (built from mmdet's config of that name, random
 weights, in mmdet's model-zoo layout) lies at the cache path the README
-tells offline users to fill, and a proxy that refuses connections makes
-sure nothing is downloaded.
+tells offline users to fill, staged before the first step that names the
+config, and a proxy that refuses connections makes sure nothing is
+downloaded.
 
-docs/own_data.md walks the same path: it must start from the same config
-and run the same commands.
+docs/own_data.md walks the same path: it runs the same commands, and its
+config written by hand is, once mmengine has resolved it, the config the
+README's step 2 writes.
 """
 import ast
 import os
@@ -83,15 +85,21 @@ def commands(text: str) -> List[str]:
 
 
 def config_block(text: str) -> Tuple[str, str]:
-    """(file name, code) of the python fence: the file is the first
-    ``*.py`` path in backticks in the prose before it."""
+    """(file name, code) of the python fence: the file is the last
+    ``my_configs/*.py`` path in backticks in the prose before it."""
     blocks = [(b, at) for lang, b, at in fences(text) if lang == 'python']
     assert len(blocks) == 1, 'expected one python fence (the config)'
     body, at = blocks[0]
     prose = text[:at].split('```')[-1]
-    names = re.findall(r'`([\w./-]+\.py)`', prose)
-    assert names, f'no `*.py` name before the config fence: {prose!r}'
-    return names[0], body
+    names = re.findall(r'`(my_configs/[\w.-]+\.py)`', prose)
+    assert names, f'no config name before the config fence: {prose!r}'
+    return names[-1], body
+
+
+def resolved(path: str) -> dict:
+    """A config as mmengine resolves it (its bases merged)."""
+    from mmengine.config import Config
+    return Config.fromfile(path).to_dict()
 
 
 def named_paths(args: List[str]) -> List[str]:
@@ -160,15 +168,11 @@ def test_readme_own_data_steps_run_as_written(tmp_path, monkeypatch):
         os.symlink(osp.join(ROOT, name), work / name)
     monkeypatch.chdir(work)
 
-    name, code = config_block(text)
-    os.makedirs(osp.dirname(name), exist_ok=True)
-    with open(name, 'w') as f:
-        f.write(code)
-    from mmengine.config import Config
-    load_from = Config.fromfile(name).get('load_from')
+    python = [lang for lang, _, _ in fences(text) if lang == 'python']
+    assert not python, 'the README writes the config with make_config.py'
+    assert any(c.startswith('python tools/make_config.py') for c in steps)
     torch_home = str(tmp_path / 'torch')
-    if load_from and '://' in load_from:
-        zoo_stand_in(load_from, torch_home)
+    staged = set()
     proxy = refusing_proxy()
     env = dict(
         tool_env(cpu=True),
@@ -187,6 +191,14 @@ def test_readme_own_data_steps_run_as_written(tmp_path, monkeypatch):
         args = args[1:] + SMALL.get(tool, [])
         paths = named_paths(args)
         missing = [p for p in paths if not osp.exists(p)]
+        # The weights a config of an earlier step downloads, staged.
+        for path in paths:
+            if path.endswith('.py') and not path.startswith('tools/') and \
+                    osp.isfile(path) and path not in staged:
+                staged.add(path)
+                load_from = resolved(path).get('load_from')
+                if load_from and '://' in load_from:
+                    zoo_stand_in(load_from, torch_home)
         proc = subprocess.run([sys.executable, *args],
                               capture_output=True,
                               text=True,
@@ -204,16 +216,30 @@ def test_readme_own_data_steps_run_as_written(tmp_path, monkeypatch):
                            prose):
         assert osp.exists(path), f'the README names {path}; not written'
 
+    # docs/own_data.md's config by hand is the one step 2 wrote.
+    name, code = config_block(
+        section(
+            osp.join(ROOT, 'docs', 'own_data.md'),
+            'End to end, on the example export'))
+    assert osp.isfile(name), f'{name}: the README does not write it'
+    by_hand = osp.join(osp.dirname(name), 'by_hand.py')
+    with open(by_hand, 'w') as f:
+        f.write(code)
+    assert resolved(by_hand) == resolved(name)
+
 
 def test_docs_walk_the_readme_path():
-    """docs/own_data.md's end-to-end steps: the README's config (the same
-    code, whatever its line breaks) and the README's commands."""
+    """docs/own_data.md's end-to-end steps are the README's commands, and
+    its config by hand (valid Python) is the file step 2 writes (the slow
+    test compares them resolved)."""
     readme = section(osp.join(ROOT, 'README.md'), 'Your own data')
     docs = section(
         osp.join(ROOT, 'docs', 'own_data.md'),
         'End to end, on the example export')
-    r_name, r_code = config_block(readme)
-    d_name, d_code = config_block(docs)
-    assert d_name == r_name
-    assert ast.dump(ast.parse(d_code)) == ast.dump(ast.parse(r_code))
     assert commands(docs) == commands(readme)
+    name, code = config_block(docs)
+    ast.parse(code)
+    made = [c for c in commands(readme) if 'tools/make_config.py' in c]
+    assert len(made) == 1
+    assert f'`{name}`' in readme
+    assert osp.splitext(osp.basename(name))[0] == shlex.split(made[0])[2]

@@ -72,6 +72,7 @@ class CheckedCocoDataset(CocoDataset):
         self.excluded: List[str] = []
         self._skipped = 0
         self._bad: set = set()
+        self._classes_checked = False
         super().__init__(*args, **kwargs)
 
     # -- annotations -----------------------------------------------------
@@ -101,7 +102,41 @@ class CheckedCocoDataset(CocoDataset):
                 level=WARNING)
         return data_list
 
+    def _check_class_order(self) -> None:
+        """``metainfo.classes`` must name categories of the file, in the
+        file's order.
+
+        mmdet looks the names up with ``get_cat_ids(cat_names=...)``, which
+        returns the ids in the order of the file's ``categories``, and
+        numbers the labels in that order: classes given in another order
+        (the converters write them sorted) would put the wrong name on
+        every detection, and a name the file lacks would shift the labels
+        after it. Both are refused here, naming the file and the order to
+        write.
+        """
+        wanted = list(self.metainfo.get('classes') or ())
+        cats = self.coco.cats
+        in_file = [c['name'] for c in cats.values()]
+        found = [cats[i]['name'] for i in self.cat_ids]
+        missing = [n for n in wanted if n not in in_file]
+        if missing:
+            raise AnnotationError(
+                f'{self.ann_file}: metainfo.classes names '
+                f'{", ".join(map(repr, missing))}, which the file\'s '
+                f'categories do not have (it has {tuple(in_file)})')
+        if found != wanted:
+            raise AnnotationError(
+                f'{self.ann_file}: metainfo.classes {tuple(wanted)} are in '
+                'another order than the file\'s categories; mmdet numbers '
+                'the labels in the file\'s order, so write classes = '
+                f'{tuple(found)}')
+
     def parse_data_info(self, raw_data_info: dict):
+        if not self._classes_checked:
+            # mmdet deletes self.coco when load_data_list returns; its
+            # categories are checked here, at the first image, instead.
+            self._check_class_order()
+            self._classes_checked = True
         img = raw_data_info['raw_img_info']
         img_id = img.get('img_id', img.get('id'))
         for key in ('file_name', 'width', 'height'):
