@@ -35,6 +35,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import numpy as np
 import torch
 
+from benchmarks import results_io
 from benchmarks.machine import cpu_model
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -56,6 +57,7 @@ def parse_args() -> argparse.Namespace:
         choices=('disable', 'basic', 'extended', 'all'),
         help='onnxruntime graph optimisation level')
     parser.add_argument('--out', default='work_dirs/deploy_speed')
+    results_io.add_argument(parser)
     return parser.parse_args()
 
 
@@ -191,6 +193,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import onnxruntime
     load_start = os.getloadavg()[0]
+    results_io.mark_start()
     results = {}
     for name, config, size in MODELS:
         size = QUICK_SIZES[name] if args.quick else size
@@ -209,6 +212,18 @@ def main() -> None:
         f.write(text + '\n')
     with open(osp.join(args.out, 'deploy_speed.json'), 'w') as f:
         json.dump(dict(header=header, reps=reps, results=results), f, indent=1)
+    if args.results:
+        path = results_io.write_results(
+            args.results,
+            dict(
+                reps=reps,
+                threads=args.threads,
+                graph_opt=args.graph_opt,
+                quick=args.quick,
+                results=results,
+                table=table(results),
+                verdicts=verdicts(results)), sys.argv)
+        print(f'results written to {path}')
 
 
 if __name__ == '__main__':

@@ -38,6 +38,8 @@ for path in (ROOT, HERE):
 
 from focal_loss import NUM_CLASSES, make_inputs, num_anchors  # noqa: E402
 
+from benchmarks import results_io  # noqa: E402
+
 IMPLS = ('FocalFamilyLoss', 'mmdet FocalLoss', 'DRLoss per_batch',
          'DRLoss per_image')
 
@@ -144,6 +146,7 @@ def main(argv=None) -> None:
         '--quick',
         action='store_true',
         help='1 image of 128 x 160, 1 repeat (tests the script)')
+    results_io.add_argument(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -159,12 +162,33 @@ def main(argv=None) -> None:
             'loss value')
     print('| ' + ' | '.join(head) + ' |')
     print('|' + '---|' * len(head))
+    results_io.mark_start()
+    cells, rows = [], []
     for device in devices:
         for impl, t, tr, m, mr, v in run(device, images, h, w, repeats):
-            print(
-                f'| {device} | {impl} | {t:.1f} | {tr:.2f} | {m:.1f} | '
-                f'{mr:.2f} | {v:.4f} |',
-                flush=True)
+            cells.append((device, impl, f'{t:.1f}', f'{tr:.2f}', f'{m:.1f}',
+                          f'{mr:.2f}', f'{v:.4f}'))
+            print('| ' + ' | '.join(cells[-1]) + ' |', flush=True)
+            rows.append(
+                dict(
+                    device=device,
+                    loss=impl,
+                    ms=t,
+                    vs_fl=tr,
+                    peak_mib=m,
+                    peak_vs_fl=mr,
+                    value=v))
+    if args.results:
+        path = results_io.write_results(
+            args.results,
+            dict(
+                images=images,
+                size=[h, w],
+                repeats=repeats,
+                rows=rows,
+                table=results_io.markdown_table(head, cells)),
+            sys.argv if argv is None else [sys.argv[0], *argv])
+        print(f'results written to {path}')
 
 
 if __name__ == '__main__':

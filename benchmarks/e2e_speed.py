@@ -95,6 +95,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from benchmarks import results_io  # noqa: E402
 from benchmarks.e2e import models, phases, tables, timing, workers
 
 
@@ -148,6 +149,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--no-memory', action='store_true')
     parser.add_argument('--profile', action='store_true')
     parser.add_argument('--out', help='directory for e2e_speed.md / .json')
+    results_io.add_argument(parser)
     parser.add_argument('--quick', action='store_true')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -266,15 +268,18 @@ def report(args, machine: Dict, per_size: Dict) -> Tuple[str, Dict]:
         f'{"; --quick smoke run (not a measurement)" if args.quick else ""}',
         ''
     ]
-    lines += tables.speed_table(res, args.images) + ['']
-    lines += tables.flops_table(flops, res, args.images) + ['']
+    parts = dict(
+        speed=tables.speed_table(res, args.images),
+        flops=tables.flops_table(flops, res, args.images))
     if mem:
-        lines += tables.memory_table(mem) + ['']
-    lines += tables.target_table(targets) + ['']
+        parts['memory'] = tables.memory_table(mem)
+    parts['targets'] = tables.target_table(targets)
     for size, r in per_size.items():
         if 'profile' in r:
-            lines += tables.profile_table(size, args.images,
-                                          r['profile']) + ['']
+            parts[f'profile_{size}'] = tables.profile_table(
+                size, args.images, r['profile'])
+    for part in parts.values():
+        lines += part + ['']
     record = dict(
         machine=machine,
         args=dict(
@@ -286,7 +291,12 @@ def report(args, machine: Dict, per_size: Dict) -> Tuple[str, Dict]:
             quick=args.quick,
             pass_fraction=args.pass_fraction),
         results=per_size,
-        targets=targets)
+        targets=targets,
+        # each table as the report prints it, for the pages to embed
+        tables={
+            k: '\n'.join(v).strip('\n')
+            for k, v in parts.items()
+        })
     return '\n'.join(lines), record
 
 
@@ -305,6 +315,7 @@ def main(argv=None) -> None:
         f'options {args.options}',
         flush=True)
     per_size = {}
+    results_io.mark_start()
     for size in args.sizes:
         per_size[size_name(size)] = measure_size(args, size)
     machine['load_average_end'] = list(os.getloadavg())
@@ -317,6 +328,11 @@ def main(argv=None) -> None:
         with open(osp.join(args.out, 'e2e_speed.json'), 'w') as f:
             json.dump(record, f, indent=1)
         print(f'wrote {args.out}/e2e_speed.md and e2e_speed.json')
+    if args.results:
+        path = results_io.write_results(
+            args.results, record,
+            sys.argv if argv is None else [sys.argv[0], *argv])
+        print(f'results written to {path}')
 
 
 if __name__ == '__main__':

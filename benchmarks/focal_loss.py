@@ -48,6 +48,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from benchmarks import results_io  # noqa: E402
+
 NUM_CLASSES = 80
 
 
@@ -216,6 +218,7 @@ def main() -> None:
         choices=['alloc', 'rss', 'none'],
         default='alloc',
         help='CPU peak-memory method')
+    results_io.add_argument(parser)
     args = parser.parse_args()
     devices = [args.device] if args.device else (
         ['cpu', 'cuda'] if torch.cuda.is_available() else ['cpu'])
@@ -224,9 +227,10 @@ def main() -> None:
     ref_name = dict(
         cpu='mmdet FocalLoss (one-hot + py_sigmoid_focal_loss)',
         cuda='mmdet FocalLoss (mmcv CUDA sigmoid_focal_loss)')
-    rows = []
+    rows, diffs = [], {}
+    results_io.mark_start()
     for device in devices:
-        diff = check_agreement(2, device)
+        diff = diffs[device] = check_agreement(2, device)
         print(
             f'{device}: reference = {ref_name[device]}; max relative '
             f'gradient difference to it (2 img): {diff:.1e}',
@@ -247,11 +251,22 @@ def main() -> None:
                 rows.append((case, impl, t, t / res['mmdet'][0], m,
                              m / res['mmdet'][1]))
     head = ('case', 'impl', 'time ms', 'ratio', 'peak extra MiB', 'ratio')
-    print('| ' + ' | '.join(head) + ' |')
-    print('|' + '---|' * len(head))
-    for case, impl, t, tr, m, mr in rows:
-        print(f'| {case} | {impl} | {t:.1f} | {tr:.3f} | {m:.0f} | '
-              f'{mr:.3f} |')
+    table = results_io.markdown_table(head, [
+        (case, impl, f'{t:.1f}', f'{tr:.3f}', f'{m:.0f}', f'{mr:.3f}')
+        for case, impl, t, tr, m, mr in rows
+    ])
+    print(table)
+    if args.results:
+        keys = ('case', 'impl', 'ms', 'ratio', 'peak_mib', 'peak_ratio')
+        path = results_io.write_results(
+            args.results,
+            dict(
+                repeats=args.repeats,
+                memory=args.memory,
+                max_relative_gradient_difference=diffs,
+                rows=[dict(zip(keys, r)) for r in rows],
+                table=table), sys.argv)
+        print(f'results written to {path}')
 
 
 if __name__ == '__main__':

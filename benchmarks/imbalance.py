@@ -15,10 +15,18 @@ commonest shape, 640 x 480) at the paper's scales, with the paper's
 anchors (4x the stride). The paper gives no count of positive anchors per
 image (only "~100k locations" per image, Sec. 1), so COCO's positives are
 reported as not known.
+
+    python benchmarks/imbalance.py [--data dense sparse] [--results NAME]
+
+measures the shapes presets' training splits (made by
+``tools/make_shapes.py`` when missing) with their demo configs and prints
+the table (``benchmarks/mini_table1.py`` prints it for its own data).
 """
+import argparse
 import json
 import math
 import os.path as osp
+import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 # (label, input height, width) of the paper's scales for a 4:3 image
@@ -198,3 +206,50 @@ def table(measured: Dict[str, Dict]) -> str:
                  'computed for a 4:3 image with 9 anchors per location on '
                  'P3-P7, input padded to 32.')
     return '\n'.join(lines)
+
+
+# preset: (config, data folder), as benchmarks/mini_table1.py's regimes
+PRESETS = {
+    'dense': ('configs/demo/retina_r18_fpn_shapes.py', 'data/shapes'),
+    'sparse':
+    ('configs/demo/retina_r18_fpn_shapes_sparse.py', 'data/shapes_sparse'),
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks import results_io
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument(
+        '--data',
+        nargs='+',
+        choices=sorted(PRESETS),
+        default=['sparse', 'dense'],
+        help='shapes presets to measure (made when missing)')
+    parser.add_argument('--max-images', type=int, help='first N only')
+    results_io.add_argument(parser)
+    args = parser.parse_args(argv)
+    from projects.focal_retina.datasets import generate_shapes_dataset
+    from projects.focal_retina.datasets.synthetic_shapes import shapes_preset
+    measured = {}
+    for preset in args.data:
+        config, folder = PRESETS[preset]
+        data = osp.join(root, folder)
+        # generated once (seed 0), reused when present, as mini_table1 does
+        generate_shapes_dataset(data, shapes_preset(preset))
+        measured[f'{preset} shapes'] = measure(
+            osp.join(root, config), data, 'train', args.max_images)
+    text = table(measured)
+    print(text)
+    if args.results:
+        path = results_io.write_results(
+            args.results,
+            dict(measured=measured, coco=coco_rows(), table=text),
+            sys.argv if argv is None else [sys.argv[0], *argv])
+        print(f'results written to {path}')
+
+
+if __name__ == '__main__':
+    main()

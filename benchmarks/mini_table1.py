@@ -46,8 +46,8 @@ momentum 0.9, weight decay 1e-4, no clipping, lr 0.01 scaled to the batch
 (0.01 x batch / 16). Both keep the demo's GroupNorm towers (from scratch,
 the demo does not train in a few hundred iterations without them) and its
 schedule: a linear warm-up from lr / 10 over 10% of the run and lr / 10 at
-76% and 92%. ``--amp`` (bfloat16 autocast) is used where the CPU has native
-bf16 (``--amp auto``).
+76% and 92%. ``--amp`` (bfloat16 autocast) is used where a probe of the
+model finds it faster than float32 (``--amp auto``, tools/train.py's).
 
 A run stopped by the NaN guard (``NonFiniteGuardHook``) counts as
 diverged: AP 0, the paper's "fails". The table gives AP, AP50 and AP75 in
@@ -216,10 +216,20 @@ def cpu_flags() -> str:
     return ''
 
 
-def cpu_has_bf16() -> bool:
-    """Native bf16 (AVX-512 BF16 / AMX), as tools/run_main_job.sh checks."""
-    flags = cpu_flags().split()
-    return 'avx512_bf16' in flags or 'amx_bf16' in flags
+def amp_auto(config: str, cache: Optional[str] = None) -> bool:
+    """``--amp auto``: the probe of ``tools/train.py --amp auto`` (a
+    training step of the regime's model in float32 and under bf16
+    autocast, cached per machine, or in ``cache``), not a CPU flag: with
+    AVX-512 BF16 but no AMX bf16 can be the slower one. Prints its choice
+    and the two timings."""
+    from mmengine.device import get_device
+
+    from projects.focal_retina.engine.amp_probe import amp_decision
+    from projects.focal_retina.engine.cli import read_config
+    decision = amp_decision(
+        read_config(config).model, get_device(), path=cache)
+    print(decision.line, flush=True)
+    return decision.use_amp
 
 
 def quick_spec(regime: str):
@@ -764,7 +774,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--amp',
         choices=['auto', 'on', 'off'],
         default='auto',
-        help='bf16 autocast (auto: where the CPU has native bf16)')
+        help='bf16 autocast (auto: where a probe of the model finds it '
+        'faster, as tools/train.py --amp auto)')
     parser.add_argument(
         '--data', default=None, help='shapes dataset (made if missing)')
     parser.add_argument('--work-root', default=None)
@@ -834,7 +845,10 @@ def measure_imbalance(args, data: str) -> Tuple[str, Dict]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    amp = args.amp == 'on' or (args.amp == 'auto' and cpu_has_bf16())
+    # --quick (the tests) keeps its probe out of the machine's cache
+    cache = osp.join(args.work_root, 'amp_probe.json') if args.quick else None
+    amp = args.amp == 'on' or (args.amp == 'auto'
+                               and amp_auto(REGIMES[args.regime][0], cache))
     data = make_data(osp.abspath(args.data), args.quick, args.regime)
     print(
         f'mini Table 1 ({args.regime}, {args.optimizer}): '

@@ -39,6 +39,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from benchmarks import results_io  # noqa: E402
+
 BASE = osp.join(ROOT, 'configs', 'ablations', 'retina_r50_fpn_600_1x.py')
 TABLE1D = osp.join(ROOT, 'configs', 'ablations', 'table1d_ohem')
 
@@ -167,6 +169,7 @@ def main() -> None:
         default=None,
         help='torch intra-op threads (default: torch\'s)')
     parser.add_argument('--quick', action='store_true')
+    results_io.add_argument(parser)
     args = parser.parse_args()
     warmup = 1
     if args.quick:
@@ -182,6 +185,7 @@ def main() -> None:
     times = {name: dict(step=[], loss=[], select=[]) for name, *_ in settings}
     kept = {}
     head = model.bbox_head
+    results_io.mark_start()
     for rnd in range(args.repeats + warmup):
         for name, loss_cfg, sampler_cfg in settings:
             use_setting(model, loss_cfg, sampler_cfg)
@@ -202,22 +206,56 @@ def main() -> None:
 
 def report(settings, times, kept, args) -> None:
     """Print the table: the fastest of the rounds (the least disturbed by
-    other processes; ratios to the FL step use it) and the median."""
+    other processes; ratios to the FL step use it) and the median; with
+    ``--results``, write it and the figures behind it."""
     h, w = args.size
     print(f'R-50-FPN training step, {args.images} images {h}x{w}, '
           f'{"bf16 autocast" if args.amp else "fp32"}, '
           f'{torch.get_num_threads()} threads, {args.repeats} rounds')
-    print('| setting | step ms, min | ratio to FL | step ms, median '
-          '| loss ms | select ms | select / FL step | kept / image |')
-    print('|---|---|---|---|---|---|---|---|')
+    head = ('setting', 'step ms, min', 'ratio to FL', 'step ms, median',
+            'loss ms', 'select ms', 'select / FL step', 'kept / image')
     ref = min(times['fl']['step'])
+    ref_median = statistics.median(times['fl']['step'])
+    cells, rows = [], {}
     for name, *_ in settings:
         ms = {k: statistics.median(v) * 1e3 for k, v in times[name].items()}
         best = min(times[name]['step'])
         k = '-' if kept.get(name) is None else f'{kept[name]:.0f}'
-        print(f'| {name} | {best * 1e3:.0f} | {best / ref:.3f} '
-              f'| {ms["step"]:.0f} | {ms["loss"]:.0f} | {ms["select"]:.1f} '
-              f'| {ms["select"] / 1e3 / ref:.4f} | {k} |')
+        cells.append(
+            (name, f'{best * 1e3:.0f}', f'{best / ref:.3f}',
+             f'{ms["step"]:.0f}', f'{ms["loss"]:.0f}', f'{ms["select"]:.1f}',
+             f'{ms["select"] / 1e3 / ref:.4f}', k))
+        rows[name] = dict(
+            step_ms_min=best * 1e3,
+            ratio_min=best / ref,
+            step_ms_median=ms['step'],
+            ratio_median=ms['step'] / 1e3 / ref_median,
+            loss_ms=ms['loss'],
+            select_ms=ms['select'],
+            select_fraction=ms['select'] / 1e3 / ref,
+            kept=kept.get(name),
+            step_ms_all=[t * 1e3 for t in times[name]['step']])
+    table = results_io.markdown_table(head, cells)
+    print(table)
+    if args.results:
+        ohem = [r for n, r in rows.items() if n != 'fl']
+        summary = {
+            f'{what}_{end}': pick(r[what] for r in ohem)
+            for what in ('ratio_min', 'ratio_median', 'select_fraction',
+                         'loss_ms')
+            for end, pick in (('lo', min), ('hi', max))
+        }
+        path = results_io.write_results(
+            args.results,
+            dict(
+                images=args.images,
+                size=[h, w],
+                amp=args.amp,
+                repeats=args.repeats,
+                settings=rows,
+                ohem=summary,
+                table=table), sys.argv)
+        print(f'results written to {path}')
 
 
 if __name__ == '__main__':

@@ -142,7 +142,7 @@ def target_rows(res: Dict) -> List[Dict]:
 
 def target_table(rows: List[Dict]) -> List[str]:
     lines = [
-        '### Targets (issue 14; fp32, median pair ratio ours / stock)', '',
+        '### Targets (fp32, median pair ratio ours / stock)', '',
         '| size | target | measured | met |', '|---|---|---|---|'
     ]
     names = dict(train='train step', infer='inference per image')

@@ -32,6 +32,8 @@ from figure_io import (beside, check_figure_path, fail, plt,  # noqa: E402
                        save_figure, write_csv)
 from logs import Series, load_series  # noqa: E402
 
+from benchmarks import results_io  # noqa: E402
+
 # yapf: enable
 
 DEFAULT_KEYS = ('loss_cls', 'loss_bbox', 'lr', 'bbox_mAP', 'bbox_mAP_50')
@@ -54,13 +56,16 @@ def smooth(ys: np.ndarray, window: int) -> np.ndarray:
     return (c[1:] - c[np.arange(1, len(ys) + 1) - n]) / n
 
 
-def time_summary(name: str, series: Series) -> None:
+def time_summary(name: str, series: Series) -> Optional[float]:
     """Mean seconds per training iteration (first logged value excluded,
-    as mmdet's cal_train_time does without --include-outliers)."""
+    as mmdet's cal_train_time does without --include-outliers); printed
+    and returned (None with fewer than two logged values)."""
     train = [v for _, v in sorted(series.get('time', {}).items())]
     if len(train) > 1:
         print(f'{name}: {np.mean(train[1:]):.4f} s/iter over '
               f'{len(train) - 1} logged iterations')
+        return float(np.mean(train[1:]))
+    return None
 
 
 def plot(runs: Dict[str, Series], keys: List[str], path: str, dpi: int,
@@ -120,6 +125,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--log-y', nargs='*', default=[], help='keys drawn on a log scale')
     parser.add_argument('--dpi', type=int, default=100)
+    results_io.add_argument(parser)
     args = parser.parse_args()
     if args.legend and len(args.legend) != len(args.runs):
         parser.error(f'--legend has {len(args.legend)} names for '
@@ -135,7 +141,7 @@ def main() -> None:
     names = args.legend or [osp.basename(osp.normpath(r)) for r in args.runs]
     if len(set(names)) < len(names):  # same folder names: use full paths
         names = list(args.runs)
-    runs = {}
+    runs, seconds = {}, {}
     for name, path in zip(names, args.runs):
         if not osp.exists(path):
             fail(f'{path!r} does not exist')
@@ -144,7 +150,7 @@ def main() -> None:
             fail(f'no mmengine scalars found in {path!r} (expected '
                  '<work_dir>/<timestamp>/vis_data/scalars.json)')
         runs[name] = series
-        time_summary(name, series)
+        seconds[name] = time_summary(name, series)
     keys = args.keys or [
         k
         for k in DEFAULT_KEYS if any(resolve_key(s, k) for s in runs.values())
@@ -158,6 +164,24 @@ def main() -> None:
     rows = plot(runs, keys, args.out, args.dpi, args.smooth, args.log_y,
                 args.title)
     write_csv(beside(args.out, '.csv'), ['run', 'key', 'iter', 'value'], rows)
+    if args.results:
+        # keyed by the work dir's name: legends hold dots and commas
+        record = {}
+        for (name, series), path in zip(runs.items(), args.runs):
+            real = {k: resolve_key(series, k) for k in keys}
+            record[osp.basename(osp.normpath(path))] = dict(
+                legend=name,
+                seconds_per_iter=seconds[name],
+                series={
+                    r: {
+                        str(it): v
+                        for it, v in sorted(series[r].items())
+                    }
+                    for r in real.values() if r is not None
+                })
+        path = results_io.write_results(args.results,
+                                        dict(keys=keys, runs=record), sys.argv)
+        print(f'results written to {path}')
 
 
 if __name__ == '__main__':

@@ -50,6 +50,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from figure2 import plot_figure2  # noqa: E402
 from figure_io import check_figure_path, fail  # noqa: E402
 
+from benchmarks import results_io  # noqa: E402
 from projects.focal_retina.engine.cli import load_config  # noqa: E402
 
 # yapf: enable
@@ -200,6 +201,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--results', help='JSON {config[@scale]: AP}')
     parser.add_argument('--out', help='the Figure 2 plot (needs --results)')
     parser.add_argument('--json', help='write the measurements here')
+    # --results is the AP input of the plot (kept as it was), so the
+    # results file of the docs is named by --record.
+    results_io.add_argument(parser, '--record')
     parser.add_argument('--dpi', type=int, default=100)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args()
@@ -225,6 +229,7 @@ def main() -> None:
         with open(args.results) as f:
             results = json.load(f)
     images = load_images(args.images, args.shape)
+    results_io.mark_start()
     print(describe(args.device, args.amp))
     rows = []
     ckpts = args.checkpoint or [None] * len(args.configs)
@@ -251,14 +256,28 @@ def main() -> None:
                 row.update(flops(model, batches[0]))
             rows.append(row)
     print(describe(args.device, args.amp))
-    print('| config | scale | input (h×w) | ms / image (median) | '
-          'p25–p75 | GFLOPs | params (M) |\n|---|---|---|---|---|---|---|')
-    for r in rows:
-        print(f'| `{r["config"]}` | {r["scale"] or "config"} | '
-              f'{r["input_hw"][0]}×{r["input_hw"][1]} | '
-              f'{r["ms_median"]:.1f} | {r["ms_p25"]:.1f}–{r["ms_p75"]:.1f} | '
-              f'{r.get("gflops", float("nan")):.1f} | '
-              f'{r.get("mparams", float("nan")):.1f} |')
+    table = results_io.markdown_table(
+        ('config', 'scale', 'input (h×w)', 'ms / image (median)', 'p25–p75',
+         'GFLOPs', 'params (M)'),
+        [(f'`{r["config"]}`', r['scale']
+          or 'config', f'{r["input_hw"][0]}×{r["input_hw"][1]}',
+          f'{r["ms_median"]:.1f}', f'{r["ms_p25"]:.1f}–{r["ms_p75"]:.1f}',
+          f'{r.get("gflops", float("nan")):.1f}',
+          f'{r.get("mparams", float("nan")):.1f}') for r in rows])
+    print(table)
+    if args.record:
+        path = results_io.write_results(
+            args.record,
+            dict(
+                setup=describe(args.device, args.amp),
+                rows={r['key']: r
+                      for r in rows},
+                # the AP of each point as read from --results
+                ap=results,
+                ap_json=json.dumps(results, indent=1),
+                table=table),
+            sys.argv)
+        print(f'results written to {path}')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(

@@ -33,6 +33,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from figure_io import ROOT, fail  # noqa: E402
 from logs import latest_metric  # noqa: E402
 
+from benchmarks import results_io  # noqa: E402
 from projects.focal_retina.utils.paper_settings import (  # noqa: E402
     load_table, resolve_settings)
 
@@ -189,6 +190,7 @@ def parse_args() -> argparse.Namespace:
         '--all',
         action='store_true',
         help='list the rows without a result too')
+    results_io.add_argument(parser)
     args = parser.parse_args()
     if not (args.work_dirs or args.work_root or args.map or args.ap):
         parser.error('give work dirs, --work-root, --map or --ap')
@@ -219,6 +221,23 @@ def main() -> None:
                       indent=2)
         print(f'{{config: AP}} written to {args.json} (for python '
               f'tools/paper_table.py --results {args.json})')
+    if args.results:
+        path = results_io.write_results(
+            args.results,
+            dict(
+                configs={
+                    c: dict(ap=r[0], source=r[1])
+                    for c, r in results.items()
+                },
+                # other configs' work dirs, by folder name
+                work_dirs={
+                    osp.basename(osp.normpath(w)):
+                    dict(ap=r[0], source=r[1], work_dir=w)
+                    for w, r in others.items()
+                },
+                table=table.rstrip('\n')),
+            sys.argv)
+        print(f'results written to {path}')
 
 
 if __name__ == '__main__':

@@ -43,6 +43,7 @@ from figure_io import (beside, check_figure_path, new_figure,  # noqa: E402
                        save_figure, write_csv)
 from streaming_cdf import StreamingCDF  # noqa: E402
 
+from benchmarks import results_io  # noqa: E402
 from projects.focal_retina.engine.cli import fail, load_config  # noqa: E402
 from projects.focal_retina.losses import focal_family_loss  # noqa: E402
 
@@ -177,20 +178,31 @@ def plot(cdfs: Dict[Tuple[str, float], StreamingCDF], gammas: Sequence[float],
     return rows
 
 
-def summarize(cdfs, gammas: Sequence[float]) -> None:
-    """The numbers the paper quotes from Figure 4."""
+def summarize(cdfs, gammas: Sequence[float]) -> Tuple[str, dict]:
+    """Prints the numbers the paper quotes from Figure 4.
+
+    Returns:
+        The printed text and ``{'<set> gamma=<g>': {n, top20, half}}``
+        (fractions) for the results file.
+    """
+    lines, figures = [], {}
     for name in SETS:
         for g in gammas:
             cdf = cdfs[(name, g)]
             x, y = cdf.curve()
             top20 = 1 - float(np.interp(0.8, x, y))
             half = 1 - float(np.interp(0.5, y, x))
-            print(f'{name:8s} gamma={g:<4g} n={cdf.num_samples:>11,}  '
-                  f'hardest 20% hold {100 * top20:5.1f}% of the loss; '
-                  f'half the loss is in the hardest {100 * half:.2f}%')
+            figures[f'{name} gamma={g:g}'] = dict(
+                n=cdf.num_samples, top20=top20, half=half)
+            lines.append(f'{name:8s} gamma={g:<4g} n={cdf.num_samples:>11,}  '
+                         f'hardest 20% hold {100 * top20:5.1f}% of the loss; '
+                         f'half the loss is in the hardest {100 * half:.2f}%')
             if cdf.num_above_range:
-                print(f'  note: {cdf.num_above_range} losses above the '
-                      'histogram range (their bin is not interpolated)')
+                lines.append(f'  note: {cdf.num_above_range} losses above the'
+                             ' histogram range (their bin is not '
+                             'interpolated)')
+    print('\n'.join(lines))
+    return '\n'.join(lines), figures
 
 
 def parse_args() -> argparse.Namespace:
@@ -222,6 +234,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--dpi', type=int, default=100)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    results_io.add_argument(parser)
     args = parser.parse_args()
     if any(not g >= 0 for g in args.gammas):
         parser.error(f'--gammas {args.gammas}: expected values >= 0')
@@ -268,7 +281,19 @@ def main() -> None:
     write_csv(
         beside(args.out, '.csv'), ['set', 'gamma', 'fraction', 'cum_loss'],
         rows)
-    summarize(cdfs, args.gammas)
+    text, figures = summarize(cdfs, args.gammas)
+    if args.results:
+        path = results_io.write_results(
+            args.results,
+            dict(
+                config=args.config,
+                checkpoint=args.checkpoint,
+                split=args.split,
+                num_images=args.num_images,
+                unit=args.unit,
+                sets=figures,
+                text=text), sys.argv)
+        print(f'results written to {path}')
 
 
 if __name__ == '__main__':
