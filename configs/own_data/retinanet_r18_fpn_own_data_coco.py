@@ -1,5 +1,6 @@
 # Fine-tuning mmdet's COCO RetinaNet R-18 (configs/pretrained/; its stock
-# model: 256-channel FPN, 4-conv towers) on your own photos: every weight
+# model: 256-channel FPN, 4-conv towers, computed by our FocalRetinaHead and
+# fused FocalFamilyLoss in mmdet's setting) on your own photos: every weight
 # loads except the classifier (retina_cls, 80 COCO classes), which keeps
 # its prior initialisation; the log lists the skipped keys. The data, the
 # photo preset, validation and budget-relative schedule are those of the
