@@ -8,7 +8,10 @@
 
 A ``.onnx`` file (tools/deployment/export_onnx.py) runs with onnxruntime
 (``--backend onnxruntime``, chosen by the extension): no CONFIG needed (one
-given is ignored), the same drawing and JSON; docs/deployment.md.
+given is ignored), the same listing and JSON, the boxes drawn with OpenCV;
+it imports numpy, opencv and onnxruntime only (not torch, mmcv, mmengine
+or mmdet; ``--tile`` excepted, whose merging is PyTorch code);
+docs/deployment.md.
 
 An INPUT is an image, a folder (its images and videos, in name order; other
 files are skipped with a note), a glob in quotes (``'photos/**/*.jpg'``), a
@@ -39,7 +42,8 @@ output that cannot be written), is named in one line and the others go on;
 the detections of the others are written all the same. The exit status is
 0 when every input ran, 1 when some did not, 2 on a usage error.
 
-Built on mmdet's DetInferencer (model, test pipeline, visualizer). Unlike
+A checkpoint runs through mmdet's DetInferencer (model, test pipeline,
+visualizer). Unlike
 its ``__call__`` on a list of paths, each image is decoded here and run on
 its own, so one unreadable file is reported instead of stopping the run,
 and the class filter is applied before drawing. Videos are read and written
@@ -54,6 +58,7 @@ import math
 import os
 import os.path as osp
 import sys
+import time
 import warnings
 from typing import List, Optional, Tuple
 
@@ -66,14 +71,11 @@ warnings.filterwarnings(
 
 import cv2
 import numpy as np
-from mmengine.config import DictAction
-from mmengine.utils import ProgressBar
 
-from projects.focal_retina.engine.checkpoint import CheckpointUnavailableError
-from projects.focal_retina.engine.cli import (check_checkpoint, fail,
-                                              load_config)
-from projects.focal_retina.engine.hooks import (CheckpointMismatchError,
-                                                check_fit)
+# Nothing above or here imports torch, mmcv, mmengine or mmdet: an .onnx
+# file runs with numpy, opencv and onnxruntime alone (the PyTorch path
+# imports the stack in Detector and main).
+from projects.focal_retina_runtime.cli import check_checkpoint, fail
 
 # mmdet's DetInferencer IMG_EXTENSIONS; videos as OpenCV reads them.
 IMG_EXT = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff',
@@ -145,9 +147,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
-        help='override config settings, e.g. model.test_cfg.score_thr=0.3')
+        metavar='KEY=VALUE',
+        help='override config settings, e.g. model.test_cfg.score_thr=0.3 '
+        '(PyTorch only)')
     return parser.parse_args()
+
+
+def parse_cfg_options(args: argparse.Namespace) -> Optional[dict]:
+    """``--cfg-options`` parsed as mmengine's ``DictAction`` parses them
+    (only on the PyTorch path: parsing them imports mmengine)."""
+    if not args.cfg_options:
+        return None
+    from mmengine.config import DictAction
+    ns = argparse.Namespace(cfg_options=None)
+    DictAction(['--cfg-options'], 'cfg_options')(None, ns, args.cfg_options)
+    return ns.cfg_options
 
 
 def select_backend(args: argparse.Namespace) -> None:
@@ -231,40 +245,17 @@ def expand(inputs: List[str]) -> List[Source]:
     return [s for s in sources if s is not None]
 
 
-class Detector:
-    """DetInferencer, a score/class filter and the drawing of its boxes."""
+class Filter:
+    """The score / class filter and the listing, for both backends.
 
-    def __init__(self, args, cfg) -> None:
-        if args.backend == 'onnxruntime':
-            # Same interface as DetInferencer (docs/deployment.md).
-            from projects.focal_retina.deployment import DeployError
-            from projects.focal_retina.deployment.inferencer import \
-                OnnxInferencer
-            try:
-                self.inferencer = OnnxInferencer(args.checkpoint)
-            except DeployError as exc:
-                fail(str(exc))
-            print(f'{args.checkpoint}: '
-                  f'{self.inferencer.detector.describe()}')
-        else:
-            from mmdet.apis import DetInferencer
-            from mmengine.runner.checkpoint import CheckpointLoader
-            self.inferencer = DetInferencer(
-                model=cfg,
-                weights=args.checkpoint,
-                device=args.device,
-                show_progress=False)
-            # DetInferencer loads what matches and warns about the rest: a
-            # checkpoint of another model would draw random boxes.
-            check_fit(
-                self.inferencer.model,
-                CheckpointLoader.load_checkpoint(
-                    args.checkpoint, map_location='cpu'))
-        if args.fuse_conv_bn:
-            from projects.focal_retina.engine.fuse import fuse_for_inference
-            folded = fuse_for_inference(self.inferencer.model)
-            print(f'--fuse-conv-bn: folded {folded} BatchNorm layers')
-        self.classes = list(self.inferencer.model.dataset_meta['classes'])
+    Args:
+        args: The parsed arguments (``score_thr``, ``classes``, ``tile``,
+            ``overlap``, ``tile_nms``).
+        classes: The model's class names, in label order.
+    """
+
+    def __init__(self, args, classes: List[str]) -> None:
+        self.classes = list(classes)
         self.thr = args.score_thr
         self.tile = args.tile
         self.overlap, self.tile_nms = args.overlap, args.tile_nms
@@ -275,6 +266,46 @@ class Detector:
                 fail(f'--classes {unknown}: not classes of this model '
                      f'(it has {self.classes})')
             self.keep_labels = [self.classes.index(c) for c in args.classes]
+
+    def listing(self, scores, labels, bboxes, file: str,
+                frame: Optional[int]) -> List[dict]:
+        """One record per detection (NumPy arrays, best first)."""
+        return [
+            dict(
+                file=file,
+                frame=frame,
+                **{'class': self.classes[int(lab)]},
+                score=float(s),
+                bbox=[float(v) for v in box])
+            for s, lab, box in zip(scores, labels, bboxes)
+        ]
+
+
+class Detector(Filter):
+    """DetInferencer (PyTorch), a score/class filter and the drawing of its
+    boxes with mmdet's visualizer."""
+
+    def __init__(self, args, cfg) -> None:
+        from mmdet.apis import DetInferencer
+        from mmengine.runner.checkpoint import CheckpointLoader
+
+        from projects.focal_retina.engine.hooks import check_fit
+        self.inferencer = DetInferencer(
+            model=cfg,
+            weights=args.checkpoint,
+            device=args.device,
+            show_progress=False)
+        # DetInferencer loads what matches and warns about the rest: a
+        # checkpoint of another model would draw random boxes.
+        check_fit(
+            self.inferencer.model,
+            CheckpointLoader.load_checkpoint(
+                args.checkpoint, map_location='cpu'))
+        if args.fuse_conv_bn:
+            from projects.focal_retina.engine.fuse import fuse_for_inference
+            folded = fuse_for_inference(self.inferencer.model)
+            print(f'--fuse-conv-bn: folded {folded} BatchNorm layers')
+        super().__init__(args, self.inferencer.model.dataset_meta['classes'])
 
     def __call__(self, bgr: np.ndarray):
         """(raw DetDataSample, kept pred_instances sorted by score)."""
@@ -300,6 +331,10 @@ class Detector:
             bgr, return_datasamples=True, no_save_vis=True,
             no_save_pred=True)['predictions'][0]
 
+    def pred2dict(self, sample) -> dict:
+        """The model's raw output as mmdet writes it (``preds/*.json``)."""
+        return self.inferencer.pred2dict(sample)
+
     def draw(self,
              rgb: np.ndarray,
              sample,
@@ -320,15 +355,81 @@ class Detector:
         return vis.get_image()
 
     def records(self, kept, file: str, frame: Optional[int]) -> List[dict]:
-        return [
-            dict(
-                file=file,
-                frame=frame,
-                **{'class': self.classes[int(lab)]},
-                score=float(s),
-                bbox=[float(v) for v in box]) for s, lab, box in zip(
-                    kept.scores.cpu(), kept.labels.cpu(), kept.bboxes.cpu())
-        ]
+        return self.listing(kept.scores.cpu().numpy(),
+                            kept.labels.cpu().numpy(),
+                            kept.bboxes.cpu().numpy(), file, frame)
+
+
+class OnnxBackend(Filter):
+    """An exported ``.onnx`` file in onnxruntime with the NumPy pre- and
+    post-processing (``projects.focal_retina_runtime``): the same filter,
+    listing and ``preds/*.json`` as :class:`Detector`, boxes drawn with
+    OpenCV. Imports numpy, opencv and onnxruntime only; ``--tile`` merges
+    the windows with the PyTorch code of ``projects.focal_retina.inference``
+    and so imports torch, mmcv and mmdet.
+    """
+
+    def __init__(self, args) -> None:
+        from projects.focal_retina_runtime import DeployError, OnnxDetector
+        try:
+            self.detector = OnnxDetector(args.checkpoint)
+        except DeployError as exc:
+            fail(str(exc))
+        print(f'{args.checkpoint}: {self.detector.describe()}')
+        self.palette = self.detector.meta.get('palette')
+        self.test_cfg = self.detector.meta['test_cfg']
+        super().__init__(args, self.detector.classes)
+
+    def predict(self, bgr: np.ndarray) -> dict:
+        """``bboxes``, ``scores``, ``labels`` of one BGR image."""
+        return self.detector([bgr])[0]
+
+    def _tiled(self, bgr: np.ndarray) -> dict:
+        from projects.focal_retina.deployment.inferencer import (
+            from_data_sample, to_data_sample)
+        from projects.focal_retina.inference import detect_tiled
+        sample = detect_tiled(
+            lambda crop: to_data_sample(self.predict(crop), crop.shape[:2]),
+            bgr, self.tile, self.overlap, self.tile_nms)
+        return from_data_sample(sample)
+
+    def __call__(self, bgr: np.ndarray) -> Tuple[dict, dict]:
+        """(all detections, the kept ones best first), NumPy dicts."""
+        dets = self._tiled(bgr) if self.tile else self.predict(bgr)
+        keep = dets['scores'] >= self.thr
+        if self.keep_labels is not None:
+            keep &= np.isin(dets['labels'], self.keep_labels)
+        kept = {k: v[keep] for k, v in dets.items()}
+        order = np.argsort(-kept['scores'], kind='stable')
+        return dets, {k: v[order] for k, v in kept.items()}
+
+    @staticmethod
+    def pred2dict(dets: dict) -> dict:
+        """mmdet's ``DetInferencer.pred2dict`` of these detections."""
+        return dict(
+            labels=dets['labels'].tolist(),
+            scores=dets['scores'].tolist(),
+            bboxes=dets['bboxes'].tolist())
+
+    def draw(self,
+             rgb: np.ndarray,
+             dets: dict,
+             kept: dict,
+             out_file: Optional[str] = None) -> np.ndarray:
+        """The RGB image with the kept boxes (saved to ``out_file``)."""
+        from projects.focal_retina_runtime import draw_detections
+        drawn = draw_detections(rgb, kept['bboxes'], kept['scores'],
+                                kept['labels'], self.classes, self.palette)
+        if out_file is not None:
+            os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
+            if not cv2.imwrite(out_file, drawn[..., ::-1]):
+                raise OSError(f'cannot write {out_file}')
+        return drawn
+
+    def records(self, kept: dict, file: str,
+                frame: Optional[int]) -> List[dict]:
+        return self.listing(kept['scores'], kept['labels'], kept['bboxes'],
+                            file, frame)
 
 
 def output_name(kind: str, src) -> str:
@@ -384,13 +485,10 @@ def unique_name(path: str, used: set, name: Optional[str] = None) -> str:
     return name
 
 
-def run_image(det: Detector, path: str, name: str, out_dir: str):
+def run_image(det: Filter, path: str, name: str, out_dir: str):
     """Returns (records, drawn RGB image), or None when unreadable."""
-    import mmcv
-    try:
-        bgr = mmcv.imread(path)
-    except Exception:  # mmcv raises on some corrupt files
-        bgr = None
+    from projects.focal_retina_runtime import read_image
+    bgr = read_image(path)  # what mmcv.imread reads, or None
     if bgr is None:
         return None
     sample, kept = det(bgr)
@@ -398,17 +496,34 @@ def run_image(det: Detector, path: str, name: str, out_dir: str):
     # Named after the drawn file, extension included: 'a.jpg' and 'a.png'
     # would share 'a.json'.
     with open(osp.join(out_dir, 'preds', name + '.json'), 'w') as f:
-        json.dump(det.inferencer.pred2dict(sample), f)
+        json.dump(det.pred2dict(sample), f)
     drawn = det.draw(bgr[..., ::-1], sample, kept,
                      osp.join(out_dir, 'vis', name))
-    print(f'{path}: {len(kept)} detections >= {det.thr}')
-    for rec in det.records(kept, path, None):
+    records = det.records(kept, path, None)
+    print(f'{path}: {len(records)} detections >= {det.thr}')
+    for rec in records:
         print(f'  {rec["class"]:<12} {rec["score"]:.3f}  '
               f'[{", ".join(f"{v:.1f}" for v in rec["bbox"])}]')
-    return det.records(kept, path, None), drawn
+    return records, drawn
 
 
-def run_video(det: Detector, src, name: str, out_dir: str,
+class Progress:
+    """Frames done (of ``total`` when known) and the rate, rewritten in
+    place (mmengine's ``ProgressBar`` without importing mmengine)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = max(total, 0), 0
+        self.start = time.perf_counter()
+
+    def update(self) -> None:
+        self.done += 1
+        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+        of = f'/{self.total}' if self.total else ''
+        sys.stdout.write(f'\r{self.done}{of} frames, {rate:.1f} frames/s')
+        sys.stdout.flush()
+
+
+def run_video(det: Filter, src, name: str, out_dir: str,
               max_frames: Optional[int]) -> Optional[List[dict]]:
     """Frame by frame into an annotated video; None when unreadable."""
     cap = cv2.VideoCapture(src)
@@ -423,7 +538,7 @@ def run_video(det: Detector, src, name: str, out_dir: str,
         total = min(total, max_frames) if total > 0 else max_frames
     out = osp.join(out_dir, 'vis', name)
     writer, records, frame = None, [], 0
-    progress = ProgressBar(max(total, 0))
+    progress = Progress(total)
     try:
         while max_frames is None or frame < max_frames:
             ok, bgr = cap.read()
@@ -490,17 +605,25 @@ def main() -> None:
     if osp.splitext(detections)[1].lower() not in ('.json', '.csv'):
         fail(f'--detections {detections!r}: expected a .json or .csv file')
     sources = expand(args.inputs)
-    cfg = load_config(args.config, args.cfg_options) \
-        if args.backend == 'pytorch' else None
-    try:
-        det = Detector(args, cfg)
-    except (CheckpointUnavailableError, CheckpointMismatchError) as exc:
-        fail(str(exc))
-    model_thr = (cfg.model.get('test_cfg', {}) if cfg is not None else
-                 det.inferencer.test_cfg).get('score_thr')
+    if args.backend == 'pytorch':
+        from projects.focal_retina.engine.checkpoint import \
+            CheckpointUnavailableError
+        from projects.focal_retina.engine.cli import load_config
+        from projects.focal_retina.engine.hooks import CheckpointMismatchError
+        cfg = load_config(args.config, parse_cfg_options(args))
+        try:
+            det = Detector(args, cfg)
+        except (CheckpointUnavailableError, CheckpointMismatchError) as exc:
+            fail(str(exc))
+        model_thr = cfg.model.get('test_cfg', {}).get('score_thr')
+    else:
+        det = OnnxBackend(args)
+        model_thr = det.test_cfg.get('score_thr')
     if model_thr is not None and args.score_thr < model_thr:
+        where = '--cfg-options' if args.backend == 'pytorch' else \
+            'tools/deployment/export_onnx.py --cfg-options'
         print(f'note: the model drops scores below its test_cfg.score_thr='
-              f'{model_thr} (set it with --cfg-options)')
+              f'{model_thr} (set it with {where})')
     records, drawn, failed, used = [], [], [], set()
     for kind, src in sources:
         path = f'camera{src}' if kind == 'camera' else src

@@ -41,7 +41,8 @@ import importlib.metadata as md
 import mmcv, mmdet, mmengine, pycocotools  # noqa: F401
 from mmcv.ops import nms  # noqa: F401  (compiled ops present)
 import projects.focal_retina  # noqa: F401
-import onnx, onnxruntime  # noqa: F401  (requirements/deploy.txt)
+import cv2, onnx, onnxruntime  # noqa: F401  (requirements/deploy.txt)
+import projects.focal_retina_runtime  # noqa: F401  (torch-free runtime)
 assert mmengine.__version__ == '0.10.7', mmengine.__version__
 assert mmcv.__version__ == '2.1.0', mmcv.__version__
 assert mmdet.__version__ == '3.3.0', mmdet.__version__

@@ -1,8 +1,10 @@
 """Metadata, the image path end to end, and one-line errors for bad input."""
+import json
 import os.path as osp
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -58,9 +60,29 @@ def test_image_end_to_end_equals_mmdet_test_pipeline(demo):
     assert ours['bboxes'][:, 2].max() <= 101 and ours['bboxes'].min() >= 0
 
 
-def test_fixed_shape_export_pads_inputs(tmp_path, demo):
+def mmdet_test_step(model, cfg, bgr: np.ndarray) -> dict:
+    """mmdet's detections of the ORIGINAL image: the config's test
+    pipeline (resize, pad to the divisor only) and ``test_step``."""
+    from mmcv.transforms import Compose
+    steps = [
+        dict(type='mmdet.LoadImageFromNDArray')
+        if t['type'] == 'LoadImageFromFile' else t
+        for t in cfg.test_dataloader.dataset.pipeline
+        if t['type'] != 'LoadAnnotations'
+    ]
+    data = Compose(steps)(dict(img=bgr, img_id=0))
+    with torch.no_grad():
+        sample = model.test_step(
+            dict(inputs=[data['inputs']],
+                 data_samples=[data['data_samples']]))[0]
+    return {k: v.numpy() for k, v in sample.pred_instances.to_dict().items()}
+
+
+@pytest.fixture(scope='module')
+def fixed(tmp_path_factory, demo) -> str:
+    """The demo model exported with a fixed 256 x 256 input."""
     from projects.focal_retina.deployment.export import export_onnx
-    path = str(tmp_path / 'fixed.onnx')
+    path = str(tmp_path_factory.mktemp('fixed') / 'fixed.onnx')
     export_onnx(
         demo.model,
         demo.cfg,
@@ -68,21 +90,137 @@ def test_fixed_shape_export_pads_inputs(tmp_path, demo):
         path,
         shape=(256, 256),
         dynamic=False)
-    det = OnnxDetector(path)
+    return path
+
+
+def test_fixed_shape_export_without_extra_padding_equals_mmdet(fixed, demo):
+    """An image the test pipeline resizes to exactly the fixed size gets
+    no extra padding: mmdet's detections of the original image."""
+    det = OnnxDetector(fixed)
     assert det.meta['input_shape'] == [256, 256]
-    bgr = np.random.default_rng(6).integers(0, 256, (100, 60, 3), np.uint8)
+    bgr = np.random.default_rng(6).integers(0, 256, (120, 120, 3), np.uint8)
     batch, metas = det.prepare([bgr])
-    assert batch.shape == (1, 3, 256, 256)  # 256 x 154 resized, padded
-    assert metas[0]['img_shape'] == (256, 154)
-    # the reference: PyTorch + mmdet on the same padded input
-    with torch.no_grad():
-        cls, box = demo.model.bbox_head(
-            demo.model.extract_feat(torch.from_numpy(batch)))
-        ref = demo.model.bbox_head.predict_by_feat(
-            cls, box, batch_img_metas=metas, rescale=True)[0]
-    ref = {k: v.numpy() for k, v in ref.to_dict().items()}
-    stats = match_detections(det([bgr])[0], ref)
+    assert batch.shape == (1, 3, 256, 256)
+    assert metas[0]['img_shape'] == (256, 256)
+    stats = match_detections(
+        det([bgr])[0], mmdet_test_step(demo.model, demo.cfg, bgr))
     assert detections_equal(stats) and stats['count_ref'] > 20, stats
+
+
+def test_fixed_size_difference_is_measured_against_mmdet(fixed, demo):
+    """What export_onnx.py prints for a --shape file: the probe it names
+    (a random image 0.6 times as wide, seed 0), run through the exported
+    file in onnxruntime, against mmdet's test_step on the original probe.
+    A 256 x 153 probe resizes to 256 x 153 and is padded to 256 x 160 by
+    PyTorch, to 256 x 256 by the file."""
+    from projects.focal_retina.deployment.export import fixed_size_difference
+    diff = fixed_size_difference(demo.model, demo.cfg, (256, 256))
+    assert diff['probe_shape'] == [256, 153]
+    assert diff['resized_shape'] == [256, 153]
+    probe = np.random.default_rng(0).integers(
+        0, 256, (256, 153, 3), dtype=np.uint8)
+    stats = match_detections(
+        OnnxDetector(fixed)([probe])[0],
+        mmdet_test_step(demo.model, demo.cfg, probe))
+    assert diff['detections_ref'] == stats['count_ref'] > 20
+    assert diff['detections_fixed'] == stats['count_ours']
+    assert diff['unmatched'] == stats['unmatched']
+    assert diff['max_det_score_diff'] == pytest.approx(
+        stats['max_score_diff'], abs=1e-4)
+    # the padding changes the scores near the border (the defect's cause)
+    assert diff['max_score_diff'] > 1e-3
+
+
+def test_export_tool_prints_the_fixed_size_difference(tmp_path, demo,
+                                                      monkeypatch, capsys):
+    from projects.focal_retina.deployment.export import fixed_size_difference
+    from tests.test_tools.test_analysis_tools import load_tool
+    ckpt = str(tmp_path / 'demo.pth')
+    torch.save(
+        dict(
+            state_dict=demo.model.state_dict(),
+            meta=dict(dataset_meta=dict(classes=tuple(demo.classes)))), ckpt)
+    tool = load_tool('tools/deployment/export_onnx.py')
+    out = str(tmp_path / 'fixed.onnx')
+    monkeypatch.setattr('sys.argv', [
+        'export_onnx.py', DEMO_CONFIG, ckpt, '--out', out, '--shape', '256',
+        '256'
+    ])
+    tool.main()
+    printed = capsys.readouterr().out
+    diff = fixed_size_difference(demo.model, demo.cfg, (256, 256))
+    assert 'note: every input is padded to 256x256 px; PyTorch pads to a ' \
+        'multiple of 32 only' in printed
+    assert 'On a random probe image of 256x153 px' in printed
+    assert (f'detections {diff["detections_fixed"]} vs PyTorch\'s '
+            f'{diff["detections_ref"]} ({diff["unmatched"]} of PyTorch\'s '
+            'without a partner') \
+        in printed
+    assert f'scores differ by up to {diff["max_score_diff"]:.4f}' in printed
+    # a dynamic export has nothing to say about padding
+    monkeypatch.setattr('sys.argv', [
+        'export_onnx.py', DEMO_CONFIG, ckpt, '--out',
+        str(tmp_path / 'dyn.onnx')
+    ])
+    tool.main()
+    assert 'padded' not in capsys.readouterr().out
+
+
+def test_check_parity_measures_fixed_size_files(tmp_path, demo, fixed,
+                                                monkeypatch, capsys):
+    """check_parity.py's reference is mmdet on the original image, for a
+    fixed-size file too: a 100 x 60 image (resized to 256 x 154, padded
+    to 256 x 256 by the file, to 256 x 160 by PyTorch) differs, and the
+    tool says so, with the figures of this test's own comparison, in its
+    output and in the --results file."""
+    from tests.test_tools.test_analysis_tools import load_tool
+    monkeypatch.syspath_prepend(osp.join(ROOT, 'benchmarks'))
+    import results_io  # the module the tool imports (benchmarks/ on path)
+    monkeypatch.setattr(results_io, 'RESULTS_DIR', str(tmp_path))
+    ckpt = str(tmp_path / 'demo.pth')
+    torch.save(
+        dict(
+            state_dict=demo.model.state_dict(),
+            meta=dict(dataset_meta=dict(classes=tuple(demo.classes)))), ckpt)
+    image = str(tmp_path / 'narrow.png')
+    bgr = np.random.default_rng(6).integers(0, 256, (100, 60, 3), np.uint8)
+    cv2.imwrite(image, bgr)
+    stats = match_detections(
+        OnnxDetector(fixed)([bgr])[0],
+        mmdet_test_step(demo.model, demo.cfg, bgr))
+    assert not detections_equal(stats), stats  # the padding shows
+    tool = load_tool('tools/deployment/check_parity.py')
+    runs = {}
+    for name, path in (('fixed', fixed), ('dynamic', demo.path)):
+        monkeypatch.setattr('sys.argv', [
+            'check_parity.py', DEMO_CONFIG, ckpt, path, '--images', image,
+            '--results', f'parity_{name}'
+        ])
+        with pytest.raises(SystemExit) as exc:
+            tool.main()
+        with open(tmp_path / f'parity_{name}.json') as f:
+            runs[name] = (exc.value.code, capsys.readouterr().out,
+                          json.load(f))
+    code, printed, record = runs['fixed']
+    assert code == 1 and 'PARITY FAILED' in printed
+    assert 'fixed input 256x256: every image is padded to it, PyTorch ' \
+        'pads to a multiple of 32 only' in printed
+    assert '(1 of 1 images padded more, 1 differing above)' in printed
+    assert record['input_shape'] == [256, 256] and not record['ok']
+    assert record['images_padded_more'] == 1
+    assert record['images'] == record['images_differing'] == 1
+    assert record['detections_ref'] == stats['count_ref']
+    assert record['detections_ours'] == stats['count_ours']
+    assert record['unmatched'] == stats['unmatched']
+    assert record['max_score_diff'] == pytest.approx(
+        stats['max_score_diff'], abs=1e-4)
+    assert record['meta']['command'].startswith('check_parity.py')
+    assert record['output'].endswith('PARITY FAILED')  # what was printed
+    assert record['output'] in printed
+    code, printed, record = runs['dynamic']
+    assert code == 0 and 'PARITY OK' in printed and 'fixed' not in printed
+    assert record['ok'] and record['input_shape'] is None
+    assert record['images_differing'] == 0
 
 
 def test_onnx_file_without_our_metadata(tmp_path):
@@ -100,15 +238,43 @@ def test_onnx_file_without_our_metadata(tmp_path):
         OnnxDetector(str(tmp_path / 'missing.onnx'))
 
 
-def test_opset_too_old(tmp_path, demo):
+@pytest.mark.parametrize('in_graph,floor', [(False, 9), (True, 10)])
+def test_opset_floor(tmp_path, demo, in_graph, floor):
+    """Each graph exports at its documented floor (raw outputs 9: Upsample
+    with computed scales; --with-postprocess 10: NonMaxSuppression) and
+    detects what mmdet's predict_by_feat detects there; one opset lower is
+    refused in one line naming the floor."""
     from projects.focal_retina.deployment.export import export_onnx
-    with pytest.raises(DeployError, match=r'opset 9 .*opset >= 11'):
+    from tests.test_deployment.test_parity import (assert_same_detections,
+                                                   make_batch, metas_for,
+                                                   mmdet_predict, torch_raw)
+    path = str(tmp_path / f'floor_{floor}.onnx')
+    export_onnx(
+        demo.model,
+        demo.cfg,
+        demo.classes,
+        path,
+        opset=floor,
+        with_postprocess=in_graph)
+    det = OnnxDetector(path)
+    assert det.meta['source']['opset'] == floor and det.in_graph == in_graph
+    for size, seed in (((96, 128), 2), ((160, 96), 4)):
+        batch = make_batch(*size, seed=seed)
+        metas = metas_for(batch)
+        ref = mmdet_predict(demo.model, *torch_raw(demo.model, batch), metas)
+        assert assert_same_detections(det.run_batch(batch, metas), ref) > 50
+    with pytest.raises(DeployError) as err:
         export_onnx(
             demo.model,
             demo.cfg,
             demo.classes,
-            str(tmp_path / 'x.onnx'),
-            opset=9)
+            str(tmp_path / 'below.onnx'),
+            opset=floor - 1,
+            with_postprocess=in_graph)
+    msg = str(err.value)
+    assert '\n' not in msg
+    assert f'opset {floor - 1} is not supported' in msg
+    assert f'needs opset >= {floor}' in msg
 
 
 def test_checkpoint_that_does_not_fit(tmp_path):

@@ -73,6 +73,16 @@ def test_infer_onnx_matches_checkpoint(tmp_path):
         records = json.load(f)
     assert len(records) == len(ref_records) > 0
     assert [r['class'] for r in records] == [r['class'] for r in ref_records]
+    # --tile: the file's detections per window, merged by the same code
+    for argv, out_dir in (((DEMO_CONFIG, ckpt), tmp_path / 'ref_tile'),
+                          ((onnx_path, ), tmp_path / 'onnx_tile')):
+        run = infer(*argv, images[0], '--out-dir', str(out_dir), '--score-thr',
+                    '0.3', '--tile', '64', '--overlap', '0.25')
+        assert run.returncode == 0, run.stderr[-2000:]
+    stats = match_detections(
+        preds(tmp_path / 'onnx_tile', 'img0.png'),
+        preds(tmp_path / 'ref_tile', 'img0.png'))
+    assert detections_equal(stats) and stats['count_ref'] > 20, stats
     # a config given with the file is ignored (with a note)
     out = infer(DEMO_CONFIG, onnx_path, images[0], '--out-dir',
                 str(tmp_path / 'again'))

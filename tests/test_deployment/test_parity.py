@@ -3,7 +3,10 @@
 References are the PyTorch model's own outputs and mmdet's
 ``RetinaHead.predict_by_feat`` (with the config's ``test_cfg``) on them;
 the code under test is the ONNX graph, the NumPy post-processing and the
-in-graph NMS.
+in-graph NMS. The batches here are already normalised and padded, and the
+exports dynamic, so the graph gets exactly PyTorch's input; images (and a
+fixed-size export, which pads further) are compared with mmdet's
+``test_step`` on the original image in test_export.py and test_runtime.py.
 """
 import numpy as np
 import pytest

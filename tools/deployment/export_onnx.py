@@ -5,11 +5,14 @@
         [--cfg-options model.test_cfg.score_thr=0.3]
 
 Batch and image size are dynamic by default; ``--shape H W`` fixes the
-image size (inputs are padded up to it). The default graph returns the
-head's raw outputs, which ``projects.focal_retina.deployment``'s NumPy
-post-processing (mmdet's ``predict_by_feat`` with the config's
-``test_cfg``) turns into detections; ``--with-postprocess`` puts decoding
-and ``NonMaxSuppression`` into the graph (inputs ``images``,
+image size: inputs are padded up to it, where PyTorch pads only to the
+``pad_size_divisor``, so detections near the right and bottom border
+differ from PyTorch's; the tool prints the difference on a probe image.
+The default graph returns the head's raw outputs, which the NumPy
+post-processing of ``projects.focal_retina_runtime`` (mmdet's
+``predict_by_feat`` with the config's ``test_cfg``) turns into detections;
+``--with-postprocess`` puts decoding and ``NonMaxSuppression`` into the
+graph (from opset 10; the raw graph from opset 9) (inputs ``images``,
 ``img_shapes``, ``scale_factors``; outputs ``batch_indices``, ``boxes``,
 ``scores``, ``labels``). Class names, normalisation, the test resize and
 ``test_cfg`` travel in the file's metadata: ``tools/infer.py model.onnx
@@ -29,7 +32,9 @@ from projects.focal_retina.engine.cli import check_file, fail, load_config
 
 
 def parse_args() -> argparse.Namespace:
-    from projects.focal_retina.deployment.export import DEFAULT_OPSET
+    from projects.focal_retina.deployment.export import (DEFAULT_OPSET,
+                                                         MIN_OPSET,
+                                                         MIN_OPSET_POSTPROCESS)
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
@@ -49,7 +54,8 @@ def parse_args() -> argparse.Namespace:
         '--opset',
         type=int,
         default=DEFAULT_OPSET,
-        help=f'ONNX opset (default {DEFAULT_OPSET})')
+        help=f'ONNX opset (default {DEFAULT_OPSET}; at least {MIN_OPSET}, '
+        f'{MIN_OPSET_POSTPROCESS} with --with-postprocess)')
     parser.add_argument(
         '--with-postprocess',
         action='store_true',
@@ -76,7 +82,8 @@ def main() -> None:
         fail(f'--shape {args.shape}: expected at least 32 x 32 px')
     from projects.focal_retina.deployment import DeployError
     from projects.focal_retina.deployment.export import (build_detector,
-                                                         export_onnx)
+                                                         export_onnx,
+                                                         fixed_size_difference)
     cfg = load_config(args.config, args.cfg_options)
     try:
         model, classes = build_detector(cfg, args.checkpoint, args.config)
@@ -105,6 +112,26 @@ def main() -> None:
           f'{"in the graph" if args.with_postprocess else "in NumPy"})')
     print(f'  inputs {meta["inputs"]}, outputs {meta["outputs"]}')
     print(f'  classes {meta["classes"]}')
+    if args.shape:
+        # PyTorch pads to the divisor only: say what the fixed size costs.
+        try:
+            diff = fixed_size_difference(model, cfg, args.shape)
+        except DeployError as exc:
+            fail(str(exc))
+        div = model.data_preprocessor.pad_size_divisor
+        probe, resized = diff['probe_shape'], diff['resized_shape']
+        print(f'note: every input is padded to {size} px; PyTorch pads to '
+              f'a multiple of {div} only, so features near the right and '
+              'bottom border differ. On a random probe image of '
+              f'{probe[0]}x{probe[1]} px (resized to '
+              f'{resized[0]}x{resized[1]}): scores differ by up to '
+              f'{diff["max_score_diff"]:.4f}, detections '
+              f'{diff["detections_fixed"]} vs PyTorch\'s '
+              f'{diff["detections_ref"]} ({diff["unmatched"]} of PyTorch\'s '
+              'without a partner, max score difference of the pairs '
+              f'{diff["max_det_score_diff"]:.4f}). Measure your images with '
+              'tools/deployment/check_parity.py; export without --shape '
+              'for PyTorch\'s detections')
 
 
 if __name__ == '__main__':

@@ -2,14 +2,17 @@
 
 The default graph ends at the head's raw outputs, per level
 ``cls_score_{i}`` (B, A*K, H_i, W_i) logits and ``bbox_pred_{i}``
-(B, A*4, H_i, W_i); the NumPy post-processing of :mod:`.postprocess`
-turns them into detections. With ``with_postprocess`` the graph also
+(B, A*4, H_i, W_i); the NumPy post-processing of
+:mod:`projects.focal_retina_runtime.postprocess` turns them into
+detections. With ``with_postprocess`` the graph also
 decodes and runs ``NonMaxSuppression`` (:mod:`.graph_postprocess`).
 Batch and image size are dynamic unless a fixed ``shape`` is asked for.
-The metadata (:mod:`.metadata`) is read from the built model and config.
+The metadata (:mod:`projects.focal_retina_runtime.metadata`) is read from
+the built model and config.
 
 The TorchScript-based exporter (``dynamo=False``) is used: it exports
-mmdet's FPN upsampling and GroupNorm at any opset from 11, keeps the
+mmdet's FPN upsampling and GroupNorm from opset :data:`MIN_OPSET`
+(:data:`MIN_OPSET_POSTPROCESS` with the post-processing), keeps the
 shapes dynamic through ``dynamic_axes`` and needs no ``onnxscript``.
 """
 import copy
@@ -20,9 +23,18 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .metadata import META_KEY, DeployError, encode
+from projects.focal_retina_runtime.metadata import (META_KEY, DeployError,
+                                                    encode)
 
-MIN_OPSET = 11  # Resize with output sizes (FPN upsampling), TopK, NMS
+# The lowest opsets torch's TorchScript exporter writes each graph at
+# (tests/test_deployment/test_export.py exports and runs both there, and
+# checks that one below is refused). The raw outputs need opset 9: mmdet's
+# FPN upsamples with F.interpolate(size=...), which opset 7-8 cannot express
+# dynamically (Upsample with computed scales arrives in 9). The in-graph
+# post-processing needs 10: NonMaxSuppression, TopK with a k input and the
+# flip of (h, w) into (w, h) (aten::flip) all arrive in 10.
+MIN_OPSET = 9
+MIN_OPSET_POSTPROCESS = 10
 DEFAULT_OPSET = 17
 
 
@@ -206,6 +218,75 @@ def build_detector(cfg,
     return model.eval(), classes
 
 
+def fixed_size_difference(model: nn.Module,
+                          cfg,
+                          shape: Sequence[int],
+                          seed: int = 0) -> dict:
+    """What padding to a fixed ``shape`` changes, measured on a probe.
+
+    A fixed-size file pads every input up to ``shape``; PyTorch pads only
+    to the ``pad_size_divisor``. The convolutions then see the padded
+    region's features (not zeros) near the right and bottom border, and the
+    head has extra positions there. The probe is a random image 0.6 times
+    as wide as ``shape`` (so that it needs the extra padding). The
+    reference is mmdet on the original probe (test pipeline and
+    ``test_step``); the fixed-size side is the model on the probe padded to
+    ``shape`` (as the file gets it) with mmdet's ``predict_by_feat``, which
+    the file's post-processing reproduces.
+
+    Args:
+        model: The detector in eval mode.
+        cfg: Its config (test pipeline).
+        shape: (H, W) of the fixed input.
+        seed: Seed of the probe image.
+
+    Returns:
+        ``probe_shape`` (h, w of the probe), ``resized_shape``,
+        ``max_score_diff`` (largest |sigmoid score difference| over every
+        anchor and class of the image's positions), ``detections_ref``
+        (PyTorch's), ``detections_fixed``, ``unmatched`` and
+        ``max_det_score_diff`` (:func:`.parity.match_detections`).
+    """
+    import numpy as np
+
+    from projects.focal_retina_runtime.preprocess import preprocess
+    from .parity import inference_pipeline, match_detections, pytorch_reference
+    h, w = int(shape[0]), int(shape[1])
+    probe = np.random.default_rng(seed).integers(
+        0, 256, (h, max(1, int(w * 0.6)), 3), dtype=np.uint8)
+    preprocess_cfg = preprocess_meta(model, cfg)
+    batch, metas = preprocess([probe], preprocess_cfg)
+    if batch.shape[2] > h or batch.shape[3] > w:
+        raise DeployError(f'the probe image resizes to {batch.shape[2:]}, '
+                          f'larger than the fixed input {h}x{w}')
+    fixed = np.full((1, 3, h, w),
+                    preprocess_cfg.get('pad_value', 0),
+                    dtype=np.float32)
+    fixed[:, :, :batch.shape[2], :batch.shape[3]] = batch
+    _, ref = pytorch_reference(model, inference_pipeline(cfg), probe)
+    with torch.no_grad():
+        cls_ref, _ = model.bbox_head(
+            model.extract_feat(torch.from_numpy(batch)))
+        cls_fix, box_fix = model.bbox_head(
+            model.extract_feat(torch.from_numpy(fixed)))
+        dets = model.bbox_head.predict_by_feat(
+            cls_fix, box_fix, batch_img_metas=metas, rescale=True)[0]
+    ours = {k: v.numpy() for k, v in dets.to_dict().items()}
+    score_diff = max(
+        float((a.sigmoid() -
+               b[..., :a.shape[2], :a.shape[3]].sigmoid()).abs().max())
+        for a, b in zip(cls_ref, cls_fix))
+    stats = match_detections(ours, ref)
+    return dict(
+        probe_shape=list(probe.shape[:2]),
+        resized_shape=list(metas[0]['img_shape']),
+        max_score_diff=score_diff,
+        detections_ref=stats['count_ref'],
+        detections_fixed=stats['count_ours'],
+        unmatched=stats['unmatched'],
+        max_det_score_diff=stats['max_score_diff'])
+
+
 def export_onnx(model: nn.Module,
                 cfg,
                 classes: Sequence[str],
@@ -225,19 +306,25 @@ def export_onnx(model: nn.Module,
         shape: (H, W) of the example input; with ``dynamic=False`` the
             graph's fixed input size (a multiple of the pad divisor).
         dynamic: Dynamic batch and image size.
-        opset: ONNX opset, ``MIN_OPSET`` to the exporter's maximum.
+        opset: ONNX opset, :data:`MIN_OPSET` (:data:`MIN_OPSET_POSTPROCESS`
+            with ``with_postprocess``) to the exporter's maximum.
         with_postprocess: End the graph with decoding and NMS.
         source: Extra provenance for the metadata (config, checkpoint).
     """
     import onnx
     from torch.onnx import _constants
     max_opset = _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
-    if not MIN_OPSET <= opset <= max_opset:
+    floor, needs = (MIN_OPSET_POSTPROCESS,
+                    'NonMaxSuppression and TopK with a k input') \
+        if with_postprocess else (MIN_OPSET,
+                                  'Upsample to the FPN\'s output sizes')
+    if not floor <= opset <= max_opset:
+        graph = 'with --with-postprocess' if with_postprocess else \
+            'of raw outputs'
         raise DeployError(
-            f'opset {opset} is not supported: the graph needs opset >= '
-            f'{MIN_OPSET} (Resize to the FPN\'s output sizes, TopK with '
-            f'a k input, NonMaxSuppression) and torch\'s exporter writes '
-            f'at most {max_opset}')
+            f'opset {opset} is not supported: the graph {graph} needs opset '
+            f'>= {floor} ({needs}) and torch\'s exporter writes at most '
+            f'{max_opset}')
     model = model.eval()
     head = head_meta(model)
     test_cfg = copy.deepcopy(dict(model.bbox_head.test_cfg))

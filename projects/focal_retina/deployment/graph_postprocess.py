@@ -1,8 +1,8 @@
 """RetinaNet post-processing as traceable torch ops (``--with-postprocess``).
 
-The same steps as :mod:`.postprocess` (mmdet's ``predict_by_feat``), in a
-form the TorchScript-based ONNX exporter turns into a graph whose image
-size and batch stay dynamic:
+The same steps as :mod:`projects.focal_retina_runtime.postprocess` (mmdet's
+``predict_by_feat``), in a form the TorchScript-based ONNX exporter turns
+into a graph whose image size and batch stay dynamic (from opset 10):
 
 * ``filter_scores_and_topk`` with a *static* k: each level's flattened
   scores are padded with ``nms_pre`` entries of -1 before ``TopK(nms_pre)``,
@@ -30,7 +30,7 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
-from .metadata import DeployError
+from projects.focal_retina_runtime.metadata import DeployError
 
 SUPPORTED_NMS_KEYS = ('type', 'iou_threshold', 'class_agnostic', 'split_thr')
 
@@ -127,7 +127,9 @@ class PostprocessGraph(nn.Module):
         x = (pos % width).float() * self.strides[level][0]
         y = (pos // width).float() * self.strides[level][1]
         anchors = base[a] + torch.stack([x, y, x, y], -1)
-        deltas = box.permute(0, 2, 3, 1).flatten(1).unflatten(1, (-1, 4))
+        # reshape, not unflatten: aten::unflatten exports from opset 13
+        # only, and this graph otherwise needs 10.
+        deltas = box.permute(0, 2, 3, 1).reshape(box.shape[0], -1, 4)
         deltas = deltas.gather(1, anchor.unsqueeze(-1).expand(-1, -1, 4))
         return top, labels, valid, anchors, deltas
 

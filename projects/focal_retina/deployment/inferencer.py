@@ -1,72 +1,39 @@
-"""An ``.onnx`` file behind the part of mmdet's ``DetInferencer`` that
-``tools/infer.py`` uses, so that a file and a checkpoint share one tool:
-the same filtering, tiling, drawing (mmdet's ``DetLocalVisualizer``) and
-JSON (``DetInferencer.pred2dict``).
+"""An ``.onnx`` file's detections as mmdet's ``DetDataSample`` and back.
 
-Unlike :class:`.runner.OnnxDetector` this needs torch and mmdet (for the
-``DetDataSample`` and the visualizer); the detections come from
-onnxruntime and the NumPy post-processing all the same.
+``tools/infer.py --tile`` on an exported file merges the windows with
+:func:`projects.focal_retina.inference.detect_tiled`, which is PyTorch code
+on ``DetDataSample`` s; these convert the NumPy detections of
+:class:`projects.focal_retina_runtime.OnnxDetector` for it. Everything else
+the tool does with a file is torch-free.
 """
-import time
-from types import SimpleNamespace
-from typing import Dict, Optional
+from typing import Dict, Sequence
 
 import numpy as np
 import torch
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
 
-from .runner import OnnxDetector
+
+def to_data_sample(dets: Dict[str, np.ndarray],
+                   ori_shape: Sequence[int]) -> DetDataSample:
+    """A ``DetDataSample`` whose ``pred_instances`` are ``dets`` (boxes in
+    pixels of an image of ``ori_shape`` (h, w))."""
+    sample = DetDataSample(
+        metainfo=dict(
+            ori_shape=tuple(ori_shape[:2]), img_shape=tuple(ori_shape[:2])))
+    sample.pred_instances = InstanceData(
+        bboxes=torch.from_numpy(
+            np.ascontiguousarray(dets['bboxes'], np.float32)),
+        scores=torch.from_numpy(
+            np.ascontiguousarray(dets['scores'], np.float32)),
+        labels=torch.from_numpy(np.asarray(dets['labels'], np.int64)))
+    return sample
 
 
-class OnnxInferencer:
-    """``DetInferencer``'s interface for an exported file.
-
-    Args:
-        path: The ``.onnx`` file.
-        threads: onnxruntime intra-op threads (None: its default).
-
-    Attributes:
-        model: ``dataset_meta`` (classes, palette) as mmdet's model has it.
-        visualizer: A ``DetLocalVisualizer`` knowing the classes.
-        test_cfg: The exported model's ``test_cfg``.
-    """
-
-    def __init__(self, path: str, threads: Optional[int] = None) -> None:
-        from mmdet.visualization import DetLocalVisualizer
-        self.detector = OnnxDetector(path, threads=threads)
-        meta = self.detector.meta
-        dataset_meta = dict(classes=tuple(meta['classes']))
-        if meta.get('palette'):
-            dataset_meta['palette'] = [tuple(c) for c in meta['palette']]
-        self.model = SimpleNamespace(dataset_meta=dataset_meta)
-        self.test_cfg = meta['test_cfg']
-        # Visualizers are named singletons; a fresh name per inferencer.
-        self.visualizer = DetLocalVisualizer.get_instance(
-            f'focal_retina_onnx_{time.time_ns()}')
-        self.visualizer.dataset_meta = dataset_meta
-
-    def __call__(self, bgr: np.ndarray, **kwargs) -> Dict[str, list]:
-        """``{'predictions': [DetDataSample]}`` for one BGR image (the
-        keyword arguments of ``DetInferencer.__call__`` are accepted and
-        ignored: nothing is saved, samples are returned)."""
-        batch, metas = self.detector.prepare([bgr])
-        dets = self.detector.run_batch(batch, metas)[0]
-        sample = DetDataSample(
-            metainfo=dict(
-                ori_shape=tuple(metas[0]['ori_shape']),
-                img_shape=tuple(metas[0]['img_shape']),
-                scale_factor=tuple(metas[0]['scale_factor']),
-                batch_input_shape=tuple(batch.shape[2:])))
-        sample.pred_instances = InstanceData(
-            bboxes=torch.from_numpy(np.ascontiguousarray(dets['bboxes'])),
-            scores=torch.from_numpy(np.ascontiguousarray(dets['scores'])),
-            labels=torch.from_numpy(dets['labels'].astype(np.int64)))
-        return dict(predictions=[sample])
-
-    def pred2dict(self,
-                  data_sample: DetDataSample,
-                  pred_out_dir: str = '') -> dict:
-        """mmdet's ``DetInferencer.pred2dict`` (labels, scores, bboxes)."""
-        from mmdet.apis import DetInferencer
-        return DetInferencer.pred2dict(self, data_sample, pred_out_dir)
+def from_data_sample(sample: DetDataSample) -> Dict[str, np.ndarray]:
+    """``bboxes``, ``scores``, ``labels`` of a sample's predictions."""
+    inst = sample.pred_instances
+    return dict(
+        bboxes=inst.bboxes.cpu().numpy().reshape(-1, 4).astype(np.float32),
+        scores=inst.scores.cpu().numpy().astype(np.float32),
+        labels=inst.labels.cpu().numpy().astype(np.int64))

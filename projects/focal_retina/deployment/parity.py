@@ -1,12 +1,69 @@
 """Comparisons of two detectors' outputs (the exported file vs PyTorch).
 
-Used by ``tools/deployment/check_parity.py`` and the tests; NumPy only.
+Used by ``tools/deployment/check_parity.py`` and the tests. The reference
+is always mmdet on the *original* image (:func:`pytorch_reference`: the
+config's test pipeline, then ``model.test_step``), whatever the file does
+to its input: a fixed-size export pads every input up to its size, PyTorch
+only to the ``pad_size_divisor``, and that difference is part of what is
+measured. The comparisons are NumPy only; the reference imports mmcv and
+torch when called.
 """
-from typing import Dict, Sequence
+import copy
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 COORD_TOL = 1e-3  # px: boxes closer than this are the same box
+
+
+def inference_pipeline(cfg) -> Any:
+    """The config's test pipeline on a decoded image, without annotations
+    (as mmdet's ``DetInferencer`` builds it: ``LoadImageFromNDArray``)."""
+    from mmcv.transforms import Compose
+    loader = cfg.get('test_dataloader') or {}
+    steps = []
+    for t in copy.deepcopy((loader.get('dataset') or {}).get('pipeline')
+                           or cfg.get('test_pipeline')):
+        kind = t['type'].split('.')[-1]
+        if kind == 'LoadImageFromFile':
+            t = dict(type='mmdet.LoadImageFromNDArray')
+        elif kind == 'LoadAnnotations':
+            continue
+        steps.append(t)
+    return Compose(steps)
+
+
+def pytorch_reference(model: Any,
+                      pipeline: Any,
+                      bgr: np.ndarray,
+                      img_id: int = 0,
+                      img_path: Optional[str] = None
+                      ) -> Tuple[Any, Dict[str, np.ndarray]]:
+    """mmdet's detections of the original image: ``pipeline`` (from
+    :func:`inference_pipeline`), then ``model.test_step``.
+
+    Args:
+        model: The detector in eval mode.
+        pipeline: The test pipeline.
+        bgr: The image as ``mmcv.imread`` returns it.
+        img_id: Image id (for an evaluator).
+        img_path: Image path (for an evaluator).
+
+    Returns:
+        (the ``DetDataSample``, its ``bboxes``, ``scores``, ``labels`` as
+        NumPy arrays).
+    """
+    import torch
+    data = pipeline(dict(img=bgr, img_id=img_id, img_path=img_path))
+    with torch.no_grad():
+        sample = model.test_step(
+            dict(inputs=[data['inputs']],
+                 data_samples=[data['data_samples']]))[0]
+    inst = sample.pred_instances
+    return sample, dict(
+        bboxes=inst.bboxes.cpu().numpy(),
+        scores=inst.scores.cpu().numpy(),
+        labels=inst.labels.cpu().numpy())
 
 
 def max_relative_error(ours: np.ndarray, ref: np.ndarray) -> float:
@@ -95,12 +152,14 @@ def detections_equal(stats: Dict[str, float],
 
 
 def summarize(all_stats: Sequence[Dict[str, float]]) -> Dict[str, float]:
-    """Totals over images: detections, images that differ, worst IoU and
-    score difference."""
+    """Totals over images: detections, reference detections without a
+    partner (``unmatched``), images that differ, worst IoU and score
+    difference."""
     return dict(
         images=len(all_stats),
         detections_ref=int(sum(s['count_ref'] for s in all_stats)),
         detections_ours=int(sum(s['count_ours'] for s in all_stats)),
+        unmatched=int(sum(s['unmatched'] for s in all_stats)),
         images_differing=sum(not detections_equal(s) for s in all_stats),
         min_iou=min([s['min_iou'] for s in all_stats] or [1.0]),
         max_score_diff=max([s['max_score_diff'] for s in all_stats] or [0]))

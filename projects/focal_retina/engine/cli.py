@@ -7,17 +7,15 @@ schedule to another total batch (``--scale-schedule``).
 """
 import os
 import os.path as osp
-import sys
 import warnings
-from typing import Callable, NoReturn, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from mmengine.config import Config
 
-
-def fail(msg: str) -> NoReturn:
-    """Prints ``<tool>: error: msg`` and exits with status 2."""
-    print(f'{osp.basename(sys.argv[0])}: error: {msg}', file=sys.stderr)
-    sys.exit(2)
+# The one-line errors are shared with the torch-free runtime (an .onnx file
+# runs without mmengine); re-exported here for the tools.
+from projects.focal_retina_runtime.cli import (check_checkpoint,  # noqa: F401
+                                               check_file, fail)
 
 
 def read_config(path: str) -> Config:
@@ -201,20 +199,6 @@ def latest_checkpoint(work_dir: str) -> Optional[str]:
         if m:
             found.append((int(m.group(2)), path))
     return max(found)[1] if found else None
-
-
-def check_file(path: Optional[str], what: str) -> None:
-    """Fails with a clear message unless ``path`` is an existing file."""
-    if path is not None and not osp.isfile(path):
-        fail(f'{what} {path!r} does not exist')
-
-
-def check_checkpoint(path: Optional[str], what: str = 'checkpoint') -> None:
-    """:func:`check_file` for a local checkpoint; a remote name (``https://``,
-    ``torchvision://``...) is fetched by the loader, which names the cache
-    path to fill by hand when it cannot be downloaded."""
-    if path is not None and '://' not in path:
-        check_file(path, what)
 
 
 def enable_amp(cfg: Config, device: str) -> None:

@@ -150,7 +150,13 @@ class OnnxDetector:
 
     def prepare(self, images: Sequence[np.ndarray]) -> Tuple[np.ndarray, list]:
         """The session's input batch (B, 3, H, W) and the image metas for
-        BGR uint8 images (padded up to a fixed export size)."""
+        BGR uint8 images.
+
+        A file exported with a fixed size gets every batch padded up to
+        it, where mmdet pads only to the ``pad_size_divisor``: the features
+        near the right and bottom border then differ from PyTorch's, and
+        so may the detections there (docs/deployment.md, "Fixed input
+        size")."""
         if isinstance(images, np.ndarray) and images.ndim == 3:
             raise DeployError('pass a list of images, not one array')
         batch, metas = preprocess(images, self.meta['preprocess'])

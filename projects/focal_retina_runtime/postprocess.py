@@ -168,7 +168,12 @@ def nms(boxes: np.ndarray,
             np.float32(0),
             np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + off)
         inter = w * h
-        suppressed[n + 1:] |= inter / (areas[i] + areas[rest] - inter) > thr
+        # Two zero-area boxes (clipped to a border) give 0 / 0: NaN, which
+        # is not > thr and suppresses nothing, as in mmcv's kernel; only
+        # NumPy's warning about it is silenced.
+        with np.errstate(divide='ignore', invalid='ignore'):
+            iou = inter / (areas[i] + areas[rest] - inter)
+        suppressed[n + 1:] |= iou > thr
     keep = np.asarray(keep, np.int64)
     if max_num > 0:
         keep = keep[:max_num]
