@@ -67,6 +67,19 @@ def train_iterations(work_dir: str) -> dict:
         seconds_per_iter=statistics.median(times) if times else None)
 
 
+def amp_choice(work_dir: str) -> Optional[str]:
+    """What ``--amp auto`` chose, from the run's log (``bf16 autocast on``
+    / ``off``), or None when the run did not ask it."""
+    logs = sorted(glob.glob(osp.join(work_dir, '*', '*.log')))
+    if not logs:
+        return None
+    with open(logs[-1], encoding='utf-8', errors='replace') as f:
+        for line in f:
+            if '--amp auto: ' in line:
+                return line.split('--amp auto: ', 1)[1].split(':', 1)[0]
+    return None
+
+
 def parse_load(text: Optional[str]) -> Optional[List[float]]:
     """``--load-before``: 1, 5, 15 minute load averages (/proc/loadavg)."""
     if not text:
@@ -99,6 +112,10 @@ def main() -> None:
     if args.train_seconds is not None:
         lines.append(f'training + validation wall time: '
                      f'{args.train_seconds / 60:.1f} min')
+    amp = amp_choice(args.work_dir)
+    if amp is not None:
+        lines.append(f'--amp auto: {amp}')
+    figures = len(lines)
     if args.checkpoint:
         lines.append(f'checkpoint: {args.checkpoint}')
     if args.image:
@@ -121,8 +138,9 @@ def main() -> None:
                 **run,
                 summary=summary,
                 # the figures alone (no file names), for the README
-                summary_figures='main job summary\n  ' + '\n  '.join(
-                    lines[:2 if args.train_seconds is not None else 1])),
+                amp_choice=amp,
+                summary_figures='main job summary\n  ' +
+                '\n  '.join(lines[:figures])),
             sys.argv,
             load_before=load_before)
         print_log(f'results written to {path}', logger='current')

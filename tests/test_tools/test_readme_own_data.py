@@ -177,6 +177,8 @@ def test_readme_own_data_steps_run_as_written(tmp_path, monkeypatch):
     env = dict(
         tool_env(cpu=True),
         TORCH_HOME=torch_home,
+        # --amp auto caches its probe here, not in the user's cache.
+        XDG_CACHE_HOME=str(tmp_path / 'cache'),
         http_proxy=proxy,
         https_proxy=proxy,
         HTTP_PROXY=proxy,

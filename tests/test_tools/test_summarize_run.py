@@ -81,3 +81,21 @@ def test_bad_load_before_is_one_line(tmp_path):
     assert out.returncode != 0
     assert "--load-before 'n/a': expected the three load averages" in (
         out.stderr)
+
+
+def test_the_amp_choice_is_summed_up(tmp_path):
+    """What --amp auto chose (the train log's line) is in the summary and
+    the results file: the wall time means nothing without it."""
+    work = _work_dir(tmp_path)
+    (tmp_path / 'work' / '20261206_080000' / '20261206_080000.log'
+     ).write_text('12/06 08:00:01 - mmengine - INFO - --amp auto: bf16 '
+                  'autocast off: a training step of 1 x 256 px took 0.2 s '
+                  'in float32, 0.3 s in bf16 (1.50x; ...)\n')
+    out = _run([work, '--train-seconds', '60', '--results', 'main_job'],
+               str(tmp_path / 'results'))
+    assert out.returncode == 0, out.stderr
+    with open(tmp_path / 'results' / 'main_job.json') as f:
+        record = json.load(f)
+    assert record['amp_choice'] == 'bf16 autocast off'
+    assert record['summary_figures'].splitlines()[-1] == (
+        '  --amp auto: bf16 autocast off')
