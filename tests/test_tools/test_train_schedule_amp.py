@@ -31,13 +31,14 @@ def test_amp_auto_and_images_line(tiny_shapes, tmp_path):
     from projects.focal_retina.engine.amp_probe import probe_key, write_cache
     options = data_options(tiny_shapes, 1)
     # the cache entry the run will look up: its model config (the options
-    # change only test_cfg, which the key leaves out), this process's torch
-    # threads (the subprocess inherits the environment)
+    # change only test_cfg, which the key leaves out) and its torch threads,
+    # pinned for the subprocess (this process's may have been changed by
+    # an earlier test)
     model = load_config(os.path.join(ROOT, DEMO), None).model
     cache = tmp_path / 'cache'
     path = str(cache / 'focal_retina' / 'amp_probe.json')
-    assert write_cache(path, probe_key(model), 1.0, 0.5) is None
-    env = dict(tool_env(), XDG_CACHE_HOME=str(cache))
+    assert write_cache(path, probe_key(model, threads=1), 1.0, 0.5) is None
+    env = dict(tool_env(), XDG_CACHE_HOME=str(cache), OMP_NUM_THREADS='1')
     proc = run_train([
         '-c', WITH_PROBE, 'tools/train.py', DEMO, '--work-dir',
         str(tmp_path / 'work'), '--amp', 'auto', '--cfg-options', *options,
