@@ -14,8 +14,9 @@ from mmengine.config import Config
 
 # The one-line errors are shared with the torch-free runtime (an .onnx file
 # runs without mmengine); re-exported here for the tools.
-from projects.focal_retina_runtime.cli import (check_checkpoint,  # noqa: F401
-                                               check_file, fail)
+from projects.focal_retina_runtime.cli import check_checkpoint  # noqa: F401
+from projects.focal_retina_runtime.cli import check_file  # noqa: F401
+from projects.focal_retina_runtime.cli import fail
 
 
 def read_config(path: str) -> Config:
