@@ -96,6 +96,27 @@ def test_resolver_sees_a_changed_setting(tmp_path):
     assert resolved['depth'] == row['depth']
 
 
+def test_resolver_sees_a_changed_backbone(tmp_path):
+    """The backbone columns bite: BN affine trained again, RGB input, and
+    torchvision's weights each move a _caffe config off its row."""
+    config = 'configs/retina_r50_fpn_1x_caffe.py'
+    row = BY_CONFIG[config]
+    leaf = tmp_path / 'leaf.py'
+    leaf.write_text(
+        f'_base_ = {osp.join(ROOT, config)!r}\n'
+        'model = dict(\n'
+        '    data_preprocessor=dict(bgr_to_rgb=True),\n'
+        '    backbone=dict(style=\'pytorch\', norm_cfg=dict(\n'
+        '        requires_grad=True), init_cfg=dict(\n'
+        '            checkpoint=\'torchvision://resnet50\')))\n')
+    resolved = resolve_settings(Config.fromfile(str(leaf)))
+    assert (row['style'], row['bn'], row['channels']) == ('caffe', 'frozen',
+                                                          'BGR')
+    assert (resolved['style'], resolved['bn'],
+            resolved['channels']) == ('pytorch', 'affine trained', 'RGB')
+    assert resolved['weights'] == 'torchvision://resnet50' != row['weights']
+
+
 # The paper's AP per cell, in the order of its tables (typed from the
 # paper's text, independently of configs/paper_settings.csv).
 PAPER_AP = {
@@ -104,9 +125,12 @@ PAPER_AP = {
     'Table 1c': ['30.3', '31.9', '31.8', '32.4', '34.2', '34.0', '33.8'],
     'Table 1d': ['31.1', '31.8', '30.6', '32.8', '31.0', '27.6', '31.1',
                  '28.3', '24.0', '36.0'],
+    # Table 1e's cells, then the same grid on MSRA's caffe-style backbone
     'Table 1e': ['35.7', '30.5', '32.5', '34.3', '35.1', '31.9', '34.4',
-                 '36.0', '37.1', '37.8'],
-    'Table 2': ['39.1'],
+                 '36.0', '37.1', '37.8', '30.5', '32.5', '34.3', '35.1',
+                 '35.7', '31.9', '34.4', '36.0', '37.1', '37.8'],
+    # R-101 (torchvision, MSRA caffe-style), ResNeXt-101-64x4d
+    'Table 2': ['39.1', '39.1', '40.8'],
     'Table 3': ['34.0', '31.1', '33.8', '33.9'],
 }
 
@@ -142,6 +166,8 @@ def test_generated_commands_start():
     assert len(test_dev) == len(
         {r['config'] for r in ROWS if r['split'] == 'test-dev'})
     assert '--test-dev retina-r101-fpn-1-5x`' in ''.join(test_dev)
+    assert '--test-dev retina-r101-fpn-1-5x-caffe`' in ''.join(test_dev)
+    assert '--test-dev retina-x101-64x4d-fpn-1-5x`' in ''.join(test_dev)
 
 
 def test_command_check_bites():

@@ -2,7 +2,9 @@
 
 ``configs/paper_settings.csv`` holds one row per shipped config: the paper
 table/row it reproduces, the paper's AP and the split it was measured on,
-and the settings that row of the paper states. :func:`resolve_settings`
+the settings that row of the paper states, and the backbone the config
+takes (the paper's MSRA caffe-style ResNet in the ``_caffe`` configs,
+mmdet's torchvision ResNet in the others). :func:`resolve_settings`
 reads the same settings back from a resolved config (``Config.fromfile``,
 defaults of our registered components filled in), so a test can check every
 config against its row, the README table can be generated from the file,
@@ -20,11 +22,24 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(
 TABLE = osp.join(ROOT, 'configs', 'paper_settings.csv')
 
 # Columns compared with the resolved config; the others describe the row.
-SETTINGS = ('depth', 'train_scale', 'test_scale', 'max_size', 'loss',
-            'gamma', 'alpha', 'beta', 'prior', 'scales', 'ratios',
-            'pos_iou', 'neg_iou', 'box_beta', 'score_thr', 'ohem_batch',
-            'ohem_nms', 'ohem_pos_fraction', 'dr', 'iters', 'lr', 'lr_steps',
-            'batch')
+SETTINGS = ('depth', 'backbone', 'style', 'bn', 'weights', 'channels',
+            'pixel_mean', 'pixel_std', 'train_scale', 'test_scale',
+            'max_size', 'loss', 'gamma', 'alpha', 'beta', 'prior', 'scales',
+            'ratios', 'pos_iou', 'neg_iou', 'box_beta', 'score_thr',
+            'ohem_batch', 'ohem_nms', 'ohem_pos_fraction', 'dr', 'iters',
+            'lr', 'lr_steps', 'batch')
+# What the backbone columns hold (the paper's own backbone is MSRA's
+# caffe-style ResNet: style 'caffe', bn 'frozen', channels 'BGR', std 1;
+# the configs without the _caffe suffix take mmdet's torchvision ResNets,
+# see docs/paper_reproduction.md):
+#   backbone    'ResNet', or 'ResNeXt <groups>x<base_width>d'
+#   style       where a bottleneck strides: 'caffe' (1x1) / 'pytorch' (3x3)
+#   bn          'frozen' (statistics and affine), 'affine trained'
+#               (statistics frozen), 'trained', 'affine frozen'
+#   weights     the backbone's init_cfg checkpoint ('' for none)
+#   channels    the order the network sees ('BGR' as images are read,
+#               'RGB' when the data preprocessor swaps them)
+#   pixel_mean, pixel_std   the data preprocessor's, in that order
 DESCRIPTION = ('config', 'table', 'row', 'paper_ap', 'split', 'note')
 
 
@@ -71,6 +86,55 @@ def _with_defaults(cfg: ConfigDict, registry_name: str) -> Dict[str, Any]:
     }
     out.update(cfg)
     return out
+
+
+def _class_defaults(cls: type) -> Dict[str, Any]:
+    """``__init__`` defaults of ``cls`` and of the classes it passes
+    ``**kwargs`` on to (its MRO; a subclass's default wins)."""
+    out: Dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get('__init__')
+        if init is None or klass is object:
+            continue
+        for k, p in inspect.signature(init).parameters.items():
+            if p.default is not inspect.Parameter.empty:
+                out[k] = p.default
+    return out
+
+
+def _backbone(model: ConfigDict) -> Dict[str, str]:
+    """The backbone and the input it is fed: architecture, stride style,
+    batch norm, weights, channel order and pixel normalisation."""
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    cfg = model.backbone
+    cls = MODELS.get(cfg['type'])
+    if cls is None:
+        raise KeyError(f'model.backbone: unknown type {cfg["type"]!r}')
+    bb = {**_class_defaults(cls), **cfg}
+    name = cfg['type']
+    if name == 'ResNeXt':
+        name = f'ResNeXt {bb["groups"]}x{bb["base_width"]}d'
+    # mmcv's build_norm_layer: requires_grad defaults to True
+    affine = (bb.get('norm_cfg') or {}).get('requires_grad', True)
+    stats_frozen = bool(bb.get('norm_eval', False))
+    bn = {(False, True): 'frozen', (True, True): 'affine trained',
+          (True, False): 'trained', (False, False): 'affine frozen'}
+    init = bb.get('init_cfg') or {}
+    weights = init.get('checkpoint', '') if init.get(
+        'type') == 'Pretrained' else ''
+    pre = _with_defaults(model.data_preprocessor, 'model.data_preprocessor')
+    # mmcv reads images as BGR; the preprocessor swaps to RGB if asked
+    swapped = bool(pre.get('bgr_to_rgb') or pre.get('rgb_to_bgr'))
+    return dict(
+        backbone=name,
+        style=_fmt(bb.get('style')),
+        bn=bn[(bool(affine), stats_frozen)],
+        weights=weights,
+        channels='RGB' if swapped else 'BGR',
+        pixel_mean=_fmt([float(v) for v in pre.get('mean') or []]),
+        pixel_std=_fmt([float(v) for v in pre.get('std') or []]))
 
 
 def _pipeline(dataloader: ConfigDict) -> List[Dict[str, Any]]:
@@ -170,6 +234,7 @@ def resolve_settings(cfg: Config) -> Dict[str, str]:
         neg_iou=_fmt(float(assigner.neg_iou_thr)),
         box_beta=_fmt(float(head['loss_bbox'].get('beta', 0.0))),
         score_thr=_fmt(float(model.test_cfg.score_thr)))
+    out.update(_backbone(model))
     out.update(_loss(loss))
     out.update(_ohem(model.train_cfg.get('sampler') or {}))
     out.update(_schedule(cfg))
