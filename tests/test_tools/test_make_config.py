@@ -314,3 +314,74 @@ def test_the_written_config_trains_and_evaluates(tmp_path):
     assert 'coco/bbox_mAP' in out
     # The per-class table names the classes as the json does.
     assert all(name in out for name in ODD[:len(names)]), out[-3000:]
+
+
+@pytest.mark.slow
+def test_offline_coco_start_names_the_scratch_command(tmp_path):
+    """README step 2 with ``--start coco`` on a machine without network:
+    training stops in one line that names the tools/make_config.py command
+    writing the same config from scratch, and that command, run as printed,
+    writes a config that trains (in a folder laid out like a clone, so the
+    paths are the README's relative ones)."""
+    import shlex
+    import subprocess
+    import sys
+
+    from tests.test_tools.test_cli import tool_env
+    from tests.test_tools.test_readme_own_data import refusing_proxy
+    clone = tmp_path / 'clone'
+    clone.mkdir()
+    for name in ('tools', 'configs', 'projects'):
+        os.symlink(osp.join(ROOT, name), clone / name)
+    proxy = refusing_proxy()
+    env = dict(
+        tool_env(cpu=True),
+        TORCH_HOME=str(tmp_path / 'torch'),  # nothing cached there
+        XDG_CACHE_HOME=str(tmp_path / 'cache'),
+        http_proxy=proxy,
+        https_proxy=proxy,
+        HTTP_PROXY=proxy,
+        HTTPS_PROXY=proxy,
+        no_proxy='',
+        NO_PROXY='')
+
+    def run(argv: List[str], rc: int = 0) -> str:
+        proc = subprocess.run([sys.executable, *argv],
+                              cwd=clone,
+                              capture_output=True,
+                              text=True,
+                              env=env,
+                              timeout=600)
+        assert proc.returncode == rc, (proc.stdout + proc.stderr)[-3000:]
+        return proc.stderr
+
+    small = [
+        '--cfg-options', 'train_cfg.max_iters=1',
+        'train_dataloader.batch_size=2', *NO_WORKERS
+    ]
+    run(['tools/make_own_data_example.py', 'data/mine', '--num', '5'])
+    run([
+        'tools/dataset_converters/csv2coco.py', 'data/mine/boxes.csv',
+        '--img-root', 'data/mine/images', '--out',
+        'data/mine/annotations/ann.json', '--split', '0.8'
+    ])
+    files = [
+        '--train', 'data/mine/annotations/ann_train.json', '--val',
+        'data/mine/annotations/ann_val.json', '--img-root', 'data/mine/images'
+    ]
+    run(['tools/make_config.py', 'mine', *files, '--start', 'coco'])
+    err = run(['tools/train.py', 'my_configs/mine.py', *small], rc=2)
+    lines = err.strip().splitlines()
+    assert 'Traceback' not in err
+    assert lines[-1].startswith('train.py: error: cannot download '
+                                'checkpoint https://'), lines[-1]
+    scratch = ('python tools/make_config.py mine ' + ' '.join(files) +
+               ' --start scratch --force')
+    assert lines[-1].endswith(
+        f'; or write this config from scratch: {scratch}'), lines[-1]
+    # The alternative, as printed; then the same training command.
+    run(shlex.split(scratch)[1:])
+    with open(clone / 'my_configs' / 'mine.py') as f:
+        assert '(--start scratch,' in f.readline()
+    run(['tools/train.py', 'my_configs/mine.py', *small])
+    assert osp.isfile(clone / 'work_dirs' / 'mine' / 'iter_1.pth')

@@ -7,6 +7,7 @@ schedule to another total batch (``--scale-schedule``).
 """
 import os
 import os.path as osp
+import shlex
 import warnings
 from typing import Callable, Optional, Sequence
 
@@ -179,6 +180,43 @@ def check_dataset_paths(cfg: Config, splits) -> None:
             if ev_ann and '://' not in ev_ann and not osp.isfile(ev_ann):
                 fail(f'{split}_evaluator.ann_file: annotation file '
                      f'{ev_ann!r} does not exist')
+
+
+# The first line tools/make_config.py writes into a config.
+MAKE_CONFIG_MARK = 'written by tools/make_config.py'
+
+
+def from_scratch_command(config_path: str, cfg: Config) -> Optional[str]:
+    """The ``tools/make_config.py`` command that writes ``config_path``
+    again with ``--start scratch``, for a config that tool wrote (its first
+    line says so); None for any other config.
+
+    Offline, a ``--start coco`` config stops at the COCO weights: this is
+    the alternative that needs none, with the same name, files and steps.
+    The paths come from the config itself (data_root joined to each file),
+    so they are the ones the user gave, as the config resolved them.
+    """
+    try:
+        with open(config_path, encoding='utf-8') as f:
+            first = f.readline()
+    except OSError:
+        return None
+    if MAKE_CONFIG_MARK not in first:
+        return None
+    train = cfg.train_dataloader.dataset
+    val = cfg.val_dataloader.dataset
+    argv = [
+        'python', 'tools/make_config.py',
+        osp.splitext(osp.basename(config_path))[0], '--train',
+        osp.join(train.get('data_root') or '', train.ann_file), '--val',
+        osp.join(val.get('data_root') or '', val.ann_file), '--img-root',
+        osp.join(train.get('data_root') or '',
+                 train.data_prefix.img).rstrip('/')
+    ]
+    out_dir = osp.dirname(config_path)
+    if osp.normpath(out_dir or '.') != 'my_configs':
+        argv += ['--out-dir', out_dir or '.']
+    return shlex.join(argv + ['--start', 'scratch', '--force'])
 
 
 def latest_checkpoint(work_dir: str) -> Optional[str]:
