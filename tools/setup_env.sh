@@ -47,6 +47,8 @@ assert mmengine.__version__ == '0.10.7', mmengine.__version__
 assert mmcv.__version__ == '2.1.0', mmcv.__version__
 assert mmdet.__version__ == '3.3.0', mmdet.__version__
 assert md.version('focal_retina')
+for pkg in ('openvino', 'nncf', 'tensorboard'):  # deploy.txt, optional.txt
+    assert md.version(pkg), pkg
 EOF
 }
 
@@ -117,6 +119,10 @@ pip_q --no-deps --no-build-isolation -e "$ROOT"
 step 'install onnx and onnxruntime (requirements/deploy.txt)' \
     'check network access to PyPI (pinned onnx/onnxruntime wheels)'
 pip_q -r requirements/deploy.txt
+
+step 'install tensorboard (tools/train.py --tensorboard)' \
+    'check network access to PyPI (requirements/optional.txt pins it)'
+pip_q "$(grep -m1 '^tensorboard==' requirements/optional.txt)"
 
 step 'verify the stack' \
     'delete the virtualenv and .cache/wheels and run this script again'

@@ -2,7 +2,9 @@
 
 The command line of mmdet's ``tools/test.py``; prints the metrics of the
 config's ``test_evaluator`` (CocoMetric: the COCO AP table). With
-``--test-dev NAME`` it writes a validated COCO test-dev submission instead.
+``--test-dev NAME`` it writes a validated COCO test-dev submission instead;
+with ``--plots DIR``, per-class precision-recall curves and a confusion
+matrix of the evaluated set (PlotsHook, ``evaluation/plots.py``).
 """
 import argparse
 import os
@@ -46,6 +48,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'detections_test-dev2017_NAME_results.json and its zip into the work '
         'dir, validated for the evaluation server')
     parser.add_argument(
+        '--plots',
+        metavar='DIR',
+        help='also write per-class precision-recall curves (pr_curves.png, '
+        '.csv) and a confusion matrix with a background row and column '
+        '(confusion_matrix.png, .json; score >= 0.3, IoU >= 0.5) of the '
+        'evaluated set into DIR, from the predictions just scored')
+    parser.add_argument(
         '--fuse-conv-bn',
         action='store_true',
         help='fold BatchNorm into the preceding convs after loading the '
@@ -86,6 +95,34 @@ def use_test_dev(cfg, name: str) -> None:
         name=name)
 
 
+def use_plots(cfg, out_dir: str, test_dev: bool) -> None:
+    """Adds the test run's plots (PlotsHook) to ``cfg``."""
+    if osp.exists(out_dir) and not osp.isdir(out_dir):
+        fail(f'--plots {out_dir!r} is a file; expected a folder (created '
+             'if missing)')
+    if test_dev:
+        fail('--plots needs ground truth, which --test-dev has not')
+    evaluators = cfg.test_evaluator
+    for evaluator in ([evaluators]
+                      if isinstance(evaluators, dict) else evaluators):
+        # ZeroIfEmptyCocoMetric is mmdet's CocoMetric (same arguments and
+        # AP) that can keep its COCOeval for the curves.
+        if evaluator.get('type') in ('CocoMetric', 'mmdet.CocoMetric'):
+            evaluator['type'] = 'ZeroIfEmptyCocoMetric'
+        if evaluator.get('type') == 'ZeroIfEmptyCocoMetric':
+            break
+    else:
+        fail('--plots needs a COCO metric (CocoMetric or '
+             'ZeroIfEmptyCocoMetric) in test_evaluator')
+    hooks = list(cfg.get('custom_hooks') or [])
+    hook = next((h for h in hooks if h.get('type') == 'PlotsHook'), None)
+    if hook is None:
+        hook = dict(type='PlotsHook', after_train=False)
+        hooks.append(hook)
+    hook['test_out_dir'] = osp.abspath(out_dir)
+    cfg.custom_hooks = hooks  # (mmengine's Config stores a copy)
+
+
 def main() -> None:
     args = parse_args()
     check_checkpoint(args.checkpoint)
@@ -103,6 +140,8 @@ def main() -> None:
     if args.test_dev:
         use_test_dev(cfg, args.test_dev)
     check_dataset_paths(cfg, ('test', ))
+    if args.plots:
+        use_plots(cfg, args.plots, bool(args.test_dev))
     if args.show_dir:
         hook = cfg.default_hooks.get('visualization')
         if hook is None:

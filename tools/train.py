@@ -6,6 +6,7 @@ our components are registered by importing ``projects.focal_retina``
 (configs also name it in ``custom_imports``). ``--scale-schedule`` trains a
 config's images at another total batch (detectron2's reference world size
 rule); every run prints first how many images it will see.
+``--tensorboard`` also writes the logged scalars as TensorBoard events.
 """
 import argparse
 import os
@@ -24,8 +25,9 @@ from projects.focal_retina.engine.amp_probe import AMP_MODES, resolve_amp
 from projects.focal_retina.engine.checkpoint import CheckpointUnavailableError
 from projects.focal_retina.engine.cli import (add_safety_hooks,
                                               check_dataset_paths, check_file,
-                                              enable_amp, fail, images_line,
-                                              latest_checkpoint,
+                                              enable_amp, fail,
+                                              from_scratch_command,
+                                              images_line, latest_checkpoint,
                                               launch_world_size, load_config,
                                               scale_schedule,
                                               schedule_reference, set_work_dir)
@@ -33,6 +35,27 @@ from projects.focal_retina.engine.distributed import setup_cpu_distributed
 from projects.focal_retina.engine.hooks import (CheckpointMismatchError,
                                                 NonFiniteLossError)
 from projects.focal_retina.engine.runner import FocalRetinaRunner
+
+# The version checked with torch 2.13 (requirements/optional.txt).
+TENSORBOARD_PIN = 'tensorboard==2.21.0'
+
+
+def add_tensorboard(cfg) -> None:
+    """Adds mmengine's TensorboardVisBackend to the config's visualizer:
+    the scalars mmengine's LoggerHook logs (losses, lr, validation
+    metrics) go to TensorBoard too, beside the json log."""
+    try:
+        import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it)
+    except ImportError:
+        fail(f'--tensorboard needs the tensorboard package: pip install '
+             f'{TENSORBOARD_PIN}')
+    visualizer = cfg.get('visualizer') or dict(
+        type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
+    backends = list(visualizer.get('vis_backends') or [])
+    if not any(b.get('type') == 'TensorboardVisBackend' for b in backends):
+        backends.append(dict(type='TensorboardVisBackend'))
+    visualizer['vis_backends'] = backends
+    cfg.visualizer = visualizer
 
 
 def amp_argv(argv: List[str]) -> List[str]:
@@ -89,6 +112,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'stays the configured one): compare recipes at the same wall-clock '
         'budget')
     parser.add_argument(
+        '--tensorboard',
+        action='store_true',
+        help='also write the losses, lr and validation metrics as '
+        'TensorBoard events (mmengine\'s TensorboardVisBackend, in '
+        'WORK_DIR/TIMESTAMP/vis_data/: tensorboard --logdir WORK_DIR); needs '
+        f'pip install {TENSORBOARD_PIN}')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -143,6 +173,8 @@ def main() -> None:
         cfg.resume = True
         cfg.load_from = args.resume
     add_safety_hooks(cfg)
+    if args.tensorboard:
+        add_tensorboard(cfg)
     if args.time_budget is not None:
         if not args.time_budget > 0:
             fail(f'--time-budget {args.time_budget}: expected seconds > 0')
@@ -169,9 +201,13 @@ def main() -> None:
             print_log(line, logger='current')
     try:
         runner.train()
-    except (NonFiniteLossError, CheckpointMismatchError,
-            CheckpointUnavailableError) as exc:
+    except (NonFiniteLossError, CheckpointMismatchError) as exc:
         fail(str(exc))
+    except CheckpointUnavailableError as exc:
+        # A config of tools/make_config.py: the same one without weights.
+        scratch = from_scratch_command(args.config, cfg)
+        fail(str(exc) + (f'; or write this config from scratch: {scratch}'
+                         if scratch else ''))
 
 
 if __name__ == '__main__':

@@ -84,9 +84,13 @@ default_hooks = dict(
 # classes: load_from='PATH.pth' loads everything but the classification
 # conv, which keeps its prior initialisation (the skipped keys are logged).
 load_from = None
+# At the end of training, WORK_DIR/plots/: per-class precision-recall
+# curves and a confusion matrix (with background) of the last validation,
+# from the predictions it scored (PlotsHook; docs/own_data.md).
 custom_hooks = [
     dict(type='NonFiniteGuardHook'),
     dict(
         type='CheckpointCompatibilityHook',
-        allow_mismatch=['bbox_head.retina_cls'])
+        allow_mismatch=['bbox_head.retina_cls']),
+    dict(type='PlotsHook')
 ]

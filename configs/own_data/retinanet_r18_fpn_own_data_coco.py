@@ -97,10 +97,17 @@ default_hooks = dict(
         save_best='coco/bbox_mAP',
         rule='greater'))
 log_processor = dict(by_epoch=False)
+# At the end of training, WORK_DIR/plots/: per-class precision-recall
+# curves and a confusion matrix (with background) of the last validation,
+# from the predictions it scored (PlotsHook; docs/own_data.md).
 custom_hooks = [
     dict(type='NonFiniteGuardHook'),
     dict(
         type='CheckpointCompatibilityHook',
-        allow_mismatch=['bbox_head.retina_cls'])
+        allow_mismatch=['bbox_head.retina_cls']),
+    dict(type='PlotsHook'),
+    # With --amp (CPU bf16 autocast) the model trains channels-last, which
+    # is faster there; float32 keeps NCHW (docs/benchmarks.md).
+    dict(type='ChannelsLastHook', when='bf16')
 ]
 randomness = dict(seed=0)
