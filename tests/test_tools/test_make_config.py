@@ -187,17 +187,22 @@ def test_missing_files_are_refused(tool, data, capsys, which, args, named):
 
 
 def test_an_existing_config_is_kept_unless_force(tool, data, capsys):
+
+    def read() -> str:
+        with open('my_configs/mine.py') as f:
+            return f.read()
+
     make(tool)
     with open('my_configs/mine.py', 'a') as f:
         f.write('# my edit\n')
-    mine = open('my_configs/mine.py').read()
+    mine = read()
     err = refused(tool, capsys, 'mine', '--train', 'data/own/ann/train.json',
                   '--val', 'data/own/ann/val.json', '--img-root',
                   'data/own/images', '--start', 'coco')
     assert 'my_configs/mine.py exists' in err and '--force' in err
-    assert open('my_configs/mine.py').read() == mine
+    assert read() == mine
     make(tool, '--force', start='coco')
-    text = open('my_configs/mine.py').read()
+    text = read()
     assert '# my edit' not in text
     assert 'retinanet_r18_fpn_own_data_coco.py' in text
     assert os.listdir('my_configs') == ['mine.py']  # no temporary left
@@ -241,7 +246,8 @@ def test_each_start_inherits_its_recipe(tool, data, start, preset, depth,
         str(depth),
         *(['--preset', preset] if preset else []),
         start=start)
-    tree = ast.parse(open('my_configs/mine.py', encoding='utf-8').read())
+    with open('my_configs/mine.py', encoding='utf-8') as f:
+        tree = ast.parse(f.read())
     base = [
         node.value.value for node in tree.body
         if isinstance(node, ast.Assign) and node.targets[0].id == '_base_'
