@@ -119,6 +119,11 @@ def test_mmdets_config_but_our_head_and_loss(name):
     for key in STOCK_HEAD:
         head.pop(key)
         theirs['model']['bbox_head'].pop(key, None)
+    # and our channels-last hook (tools/test.py, --amp training on a CPU)
+    assert ours.pop('custom_hooks') == [
+        dict(type='ChannelsLastHook', when='bf16')
+    ]
+    assert 'custom_hooks' not in theirs
     for key in ('custom_imports', 'load_from'):
         ours.pop(key)
         theirs.pop(key, None)
