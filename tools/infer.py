@@ -5,11 +5,16 @@
         [--grid detections.png] [--max-frames N] [--device cpu]
         [--tile 800 [--overlap 0.2]]
     python tools/infer.py MODEL.onnx INPUT [INPUT ...] [same options]
+        [--backend openvino] [--precision bf16] [--threads 2]
+    python tools/infer.py MODEL.xml INPUT [INPUT ...] [same options]
 
 A ``.onnx`` file (tools/deployment/export_onnx.py) runs with onnxruntime
-(``--backend onnxruntime``, chosen by the extension): no CONFIG needed (one
+(``--backend onnxruntime``, chosen by the extension) or OpenVINO
+(``--backend openvino``; ``--precision bf16`` for OpenVINO's bf16), an
+OpenVINO IR ``.xml`` (export_onnx.py ``--out model.xml``, or an int8 one
+from tools/deployment/quantize.py) with OpenVINO: no CONFIG needed (one
 given is ignored), the same listing and JSON, the boxes drawn with OpenCV;
-it imports numpy, opencv and onnxruntime only (not torch, mmcv, mmengine
+it imports numpy, opencv and the backend only (not torch, mmcv, mmengine
 or mmdet; ``--tile`` excepted, whose merging is PyTorch code);
 docs/deployment.md.
 
@@ -72,9 +77,9 @@ warnings.filterwarnings(
 import cv2
 import numpy as np
 
-# Nothing above or here imports torch, mmcv, mmengine or mmdet: an .onnx
-# file runs with numpy, opencv and onnxruntime alone (the PyTorch path
-# imports the stack in Detector and main).
+# Nothing above or here imports torch, mmcv, mmengine or mmdet: an exported
+# file runs with numpy, opencv and onnxruntime or OpenVINO alone (the
+# PyTorch path imports the stack in Detector and main).
 from projects.focal_retina_runtime.cli import check_checkpoint, fail
 
 # mmdet's DetInferencer IMG_EXTENSIONS; videos as OpenCV reads them.
@@ -82,6 +87,8 @@ IMG_EXT = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff',
            '.webp')
 VIDEO_EXT = ('.mp4', '.avi', '.mov', '.mkv', '.m4v', '.mpg', '.mpeg', '.wmv',
              '.webm')
+# Exported files: ONNX, OpenVINO IR.
+MODEL_EXT = ('.onnx', '.xml')
 Source = Tuple[str, object]  # ('image' | 'video' | 'camera', path | index)
 
 
@@ -139,11 +146,21 @@ def parse_args() -> argparse.Namespace:
         help="e.g. 'cpu' or 'cuda:0' (default: best)")
     parser.add_argument(
         '--backend',
-        choices=('auto', 'pytorch', 'onnxruntime'),
+        choices=('auto', 'pytorch', 'onnxruntime', 'openvino'),
         default='auto',
-        help='auto: onnxruntime for a .onnx file (CONFIG may then be '
-        'omitted: the file carries classes, pre-processing and test_cfg), '
-        'PyTorch otherwise')
+        help='auto: onnxruntime for a .onnx file, OpenVINO for a .xml IR '
+        '(CONFIG may then be omitted: the file carries classes, '
+        'pre-processing and test_cfg), PyTorch otherwise')
+    parser.add_argument(
+        '--precision',
+        choices=('fp32', 'bf16'),
+        default='fp32',
+        help='OpenVINO only: bf16 runs what is not int8 in bfloat16 '
+        '(faster on CPUs with AVX-512 BF16 or AMX; docs/deployment.md)')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        help='onnxruntime / OpenVINO threads (default: one per core)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -168,18 +185,32 @@ def select_backend(args: argparse.Namespace) -> None:
     """Resolves ``--backend``. An ``.onnx`` model needs no CONFIG:
     ``infer.py model.onnx IMG ...`` shifts the positionals; a CONFIG given
     with one is ignored (its metadata is what was exported)."""
-    if args.config.lower().endswith('.onnx'):  # CONFIG omitted
+    if args.config.lower().endswith(MODEL_EXT):  # CONFIG omitted
         args.inputs = [args.checkpoint] + args.inputs
         args.checkpoint, args.config = args.config, None
     if not args.inputs:
         fail('the following arguments are required: inputs')
+    model = args.checkpoint.lower()
     if args.backend == 'auto':
-        args.backend = 'onnxruntime' if args.checkpoint.lower().endswith(
-            '.onnx') else 'pytorch'
+        args.backend = ('openvino' if model.endswith('.xml') else 'onnxruntime'
+                        if model.endswith('.onnx') else 'pytorch')
     if args.backend == 'pytorch':
         if args.config is None:
             fail(f'--backend pytorch needs a CONFIG before {args.checkpoint}')
+        for given, what in ((args.precision != 'fp32', '--precision'),
+                            (args.threads, '--threads')):
+            if given:
+                fail(f'{what} applies to an exported file (onnxruntime, '
+                     'OpenVINO); a checkpoint runs as PyTorch does')
         return
+    if model.endswith('.xml') and args.backend != 'openvino':
+        fail(f'{args.checkpoint} is an OpenVINO IR: run it with --backend '
+             'openvino (or auto)')
+    if args.precision != 'fp32' and args.backend != 'openvino':
+        fail(f'--precision {args.precision}: onnxruntime runs the file as '
+             'exported; --backend openvino runs it in bf16')
+    if args.threads is not None and args.threads < 1:
+        fail(f'--threads {args.threads}: expected at least 1')
     if args.config is not None:
         print(f'note: {args.config} ignored: {args.checkpoint} carries its '
               'classes, pre-processing and test_cfg')
@@ -190,8 +221,8 @@ def select_backend(args: argparse.Namespace) -> None:
                  'fixed at export (tools/deployment/export_onnx.py takes '
                  '--cfg-options)')
     if args.device not in (None, 'cpu'):
-        fail(f'--device {args.device}: the onnxruntime backend runs on the '
-             'CPU')
+        fail(f'--device {args.device}: the {args.backend} backend runs on '
+             'the CPU')
 
 
 def tile(images: list, cols: int) -> np.ndarray:
@@ -361,18 +392,23 @@ class Detector(Filter):
 
 
 class OnnxBackend(Filter):
-    """An exported ``.onnx`` file in onnxruntime with the NumPy pre- and
-    post-processing (``projects.focal_retina_runtime``): the same filter,
-    listing and ``preds/*.json`` as :class:`Detector`, boxes drawn with
-    OpenCV. Imports numpy, opencv and onnxruntime only; ``--tile`` merges
-    the windows with the PyTorch code of ``projects.focal_retina.inference``
-    and so imports torch, mmcv and mmdet.
+    """An exported file (``.onnx`` or OpenVINO IR) in onnxruntime or
+    OpenVINO with the NumPy pre- and post-processing
+    (``projects.focal_retina_runtime``): the same filter, listing and
+    ``preds/*.json`` as :class:`Detector`, boxes drawn with OpenCV. Imports
+    numpy, opencv and the backend only; ``--tile`` merges the windows with
+    the PyTorch code of ``projects.focal_retina.inference`` and so imports
+    torch, mmcv and mmdet.
     """
 
     def __init__(self, args) -> None:
         from projects.focal_retina_runtime import DeployError, OnnxDetector
         try:
-            self.detector = OnnxDetector(args.checkpoint)
+            self.detector = OnnxDetector(
+                args.checkpoint,
+                threads=args.threads,
+                backend=args.backend,
+                precision=args.precision)
         except DeployError as exc:
             fail(str(exc))
         print(f'{args.checkpoint}: {self.detector.describe()}')

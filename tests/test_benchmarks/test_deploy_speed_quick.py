@@ -1,5 +1,7 @@
 """``benchmarks/deploy_speed.py --quick`` runs both models through every
-backend and reports finite times and ratios."""
+backend (PyTorch fp32 / bf16, onnxruntime fp32 / in-graph NMS / int8,
+OpenVINO fp32 / bf16 / int8) and reports finite times, ratios and peak
+memory."""
 import json
 import math
 import os
@@ -12,11 +14,14 @@ import pytest
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
-BACKENDS = ('torch fp32', 'torch bf16', 'ort', 'ort graph-nms')
+BACKENDS = ('torch fp32', 'torch bf16', 'ort', 'ort graph-nms', 'ort int8',
+            'openvino fp32', 'openvino bf16', 'openvino int8')
 
 
 def test_deploy_speed_quick(tmp_path):
     pytest.importorskip('onnxruntime')
+    pytest.importorskip('openvino')
+    pytest.importorskip('nncf')
     env = dict(os.environ, CUDA_VISIBLE_DEVICES='')
     out = subprocess.run([
         sys.executable,
@@ -31,14 +36,22 @@ def test_deploy_speed_quick(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert '### Deployment speed' in out.stdout
     assert 'graph optimisation all' in out.stdout
+    assert 'OpenVINO' in out.stdout and 'latency hint' in out.stdout
     with open(tmp_path / 'deploy_speed.json') as f:
         record = json.load(f)
     assert set(record['results']) == {'demo', 'R-50'}
     for res in record['results'].values():
         assert set(res['backends']) == set(BACKENDS)
         for backend, r in res['backends'].items():
-            for key in ('median_ms', 'vs_fp32', 'vs_bf16'):
+            for key in ('median_ms', 'vs_fp32', 'vs_bf16', 'peak_rss_mib'):
                 assert math.isfinite(r[key]) and r[key] > 0, (backend, r)
         assert res['backends']['torch fp32']['vs_fp32'] == 1.0
-    # one plain sentence per (model, onnxruntime variant, reference)
-    assert out.stdout.count(' than torch ') == 8
+        # a process that imports torch and mmdet holds more than one that
+        # runs the exported file alone
+        mem = {b: r['peak_rss_mib'] for b, r in res['backends'].items()}
+        assert mem['torch fp32'] > mem['ort'], mem
+    # one plain sentence per (model, exported backend, reference) and the
+    # fastest backend's verdict per model
+    assert out.stdout.count(' than torch ') == 2 * 6 * 2
+    assert set(record['best']) == {'demo', 'R-50'}
+    assert out.stdout.count('fastest exported backend') == 2

@@ -2,12 +2,15 @@
 
 References are the PyTorch model's own outputs and mmdet's
 ``RetinaHead.predict_by_feat`` (with the config's ``test_cfg``) on them;
-the code under test is the ONNX graph, the NumPy post-processing and the
-in-graph NMS. The batches here are already normalised and padded, and the
-exports dynamic, so the graph gets exactly PyTorch's input; images (and a
+the code under test is the ONNX graph (run by onnxruntime and by
+OpenVINO), the NumPy post-processing and the in-graph NMS. The batches
+here are already normalised and padded, and the exports dynamic, so the
+graph gets exactly PyTorch's input; images (and a
 fixed-size export, which pads further) are compared with mmdet's
 ``test_step`` on the original image in test_export.py and test_runtime.py.
 """
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +21,15 @@ from projects.focal_retina.deployment.parity import (detections_equal,
                                                      max_relative_error)
 
 RAW_TOL = 1e-4
+# Every parity test runs the file under both backends, fp32.
+BACKENDS = [
+    'onnxruntime',
+    pytest.param(
+        'openvino',
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec('openvino') is None,
+            reason='openvino is not installed'))
+]
 
 
 def torch_raw(model, batch: np.ndarray):
@@ -58,12 +70,13 @@ def assert_same_detections(ours: list, ref: list) -> int:
     return total
 
 
+@pytest.mark.parametrize('backend', BACKENDS)
 @pytest.mark.parametrize('size', [(64, 96), (160, 128)])
 @pytest.mark.parametrize('name', ['demo', 'r50_tiny'])
-def test_raw_outputs_equal_pytorch(request, name, size):
+def test_raw_outputs_equal_pytorch(request, name, size, backend):
     m = request.getfixturevalue(name)
     batch = make_batch(*size)
-    cls_o, box_o = OnnxDetector(m.path).run_raw(batch)
+    cls_o, box_o = OnnxDetector(m.path, backend=backend).run_raw(batch)
     cls_t, box_t = torch_raw(m.model, batch)
     assert len(cls_o) == len(cls_t) == 5
     for ours, ref in zip(cls_o + box_o, [*cls_t, *box_t]):
@@ -87,22 +100,26 @@ def test_numpy_postprocess_equals_mmdet_on_same_outputs(demo):
         np.testing.assert_allclose(o['scores'], r['scores'], atol=1e-6)
 
 
+@pytest.mark.parametrize('backend', BACKENDS)
 @pytest.mark.parametrize('name', ['demo', 'r50_tiny'])
-def test_onnxruntime_detections_equal_mmdet(request, name):
-    """onnxruntime + NumPy post-processing vs PyTorch + mmdet."""
+def test_onnxruntime_detections_equal_mmdet(request, name, backend):
+    """onnxruntime / OpenVINO + NumPy post-processing vs PyTorch +
+    mmdet."""
     m = request.getfixturevalue(name)
     batch = make_batch(96, 128, seed=2)
     metas = metas_for(batch)
-    det = OnnxDetector(m.path)
+    det = OnnxDetector(m.path, backend=backend)
+    assert det.backend == backend
     ours = det.run_batch(batch, metas)
     ref = mmdet_predict(m.model, *torch_raw(m.model, batch), metas)
     assert assert_same_detections(ours, ref) > 50
 
 
-def test_in_graph_postprocess_equals_mmdet(demo_in_graph):
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_in_graph_postprocess_equals_mmdet(demo_in_graph, backend):
     batch = make_batch(96, 128, seed=3)
     metas = metas_for(batch)
-    det = OnnxDetector(demo_in_graph.path)
+    det = OnnxDetector(demo_in_graph.path, backend=backend)
     assert det.in_graph
     ours = det.run_batch(batch, metas)
     model = demo_in_graph.model

@@ -3,6 +3,11 @@
     python tools/deployment/export_onnx.py CONFIG CHECKPOINT --out model.onnx
         [--shape H W | --dynamic] [--opset 17] [--with-postprocess]
         [--cfg-options model.test_cfg.score_thr=0.3]
+    python tools/deployment/export_onnx.py CONFIG CHECKPOINT --out model.xml
+
+``--out model.xml`` writes an OpenVINO IR (``model.xml`` + ``model.bin``,
+fp32, the same metadata) converted from the ONNX export, for OpenVINO;
+OpenVINO also reads the ``.onnx`` file itself.
 
 Batch and image size are dynamic by default; ``--shape H W`` fixes the
 image size: inputs are padded up to it, where PyTorch pads only to the
@@ -21,7 +26,9 @@ IMAGES`` needs nothing else. See docs/deployment.md.
 import argparse
 import os
 import os.path as osp
+import shutil
 import sys
+import tempfile
 
 sys.path.insert(0,
                 osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
@@ -38,7 +45,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--out', required=True, help='the .onnx file')
+    parser.add_argument(
+        '--out',
+        required=True,
+        help='the .onnx file (or .xml: an OpenVINO IR converted from it)')
     size = parser.add_mutually_exclusive_group()
     size.add_argument(
         '--shape',
@@ -71,8 +81,14 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     check_file(args.checkpoint, 'checkpoint')
-    if not args.out.endswith('.onnx'):
-        fail(f'--out {args.out!r}: expected a .onnx file name')
+    if not args.out.endswith(('.onnx', '.xml')):
+        fail(f'--out {args.out!r}: expected a .onnx (or OpenVINO .xml) file '
+             'name')
+    if args.out.endswith('.xml'):
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            fail('--out .xml needs openvino: pip install -e .[deploy]')
     try:
         import onnx  # noqa: F401
     except ImportError:
@@ -83,7 +99,8 @@ def main() -> None:
     from projects.focal_retina.deployment import DeployError
     from projects.focal_retina.deployment.export import (build_detector,
                                                          export_onnx,
-                                                         fixed_size_difference)
+                                                         fixed_size_difference,
+                                                         onnx_to_openvino_ir)
     cfg = load_config(args.config, args.cfg_options)
     try:
         model, classes = build_detector(cfg, args.checkpoint, args.config)
@@ -93,21 +110,30 @@ def main() -> None:
                 fail(f'--shape {args.shape}: expected multiples of the '
                      f'data_preprocessor\'s pad_size_divisor ({div})')
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        ir = args.out.endswith('.xml')
+        tmp = tempfile.mkdtemp(prefix='.export_') if ir else None
+        onnx_path = osp.join(tmp, 'model.onnx') if ir else args.out
         meta = export_onnx(
             model,
             cfg,
             classes,
-            args.out,
+            onnx_path,
             shape=args.shape,
             dynamic=not args.shape,
             opset=args.opset,
             with_postprocess=args.with_postprocess,
             source=dict(config=args.config, checkpoint=args.checkpoint))
+        if ir:
+            onnx_to_openvino_ir(onnx_path, args.out)
+            shutil.rmtree(tmp, ignore_errors=True)
     except DeployError as exc:
         fail(str(exc))
     size = 'dynamic' if meta['input_shape'] is None else 'x'.join(
         map(str, meta['input_shape']))
-    print(f'wrote {args.out} ({osp.getsize(args.out) / 2**20:.1f} MiB, '
+    size_mib = osp.getsize(args.out) / 2**20
+    if args.out.endswith('.xml'):
+        size_mib += osp.getsize(osp.splitext(args.out)[0] + '.bin') / 2**20
+    print(f'wrote {args.out} ({size_mib:.1f} MiB, '
           f'opset {args.opset}, input {size}, post-processing '
           f'{"in the graph" if args.with_postprocess else "in NumPy"})')
     print(f'  inputs {meta["inputs"]}, outputs {meta["outputs"]}')

@@ -401,3 +401,29 @@ def export_onnx(model: nn.Module,
     onnx.checker.check_model(proto)
     onnx.save(proto, out)
     return meta
+
+
+def onnx_to_openvino_ir(src: str, out: str) -> dict:
+    """Converts an exported ``.onnx`` file to an OpenVINO IR (``out``.xml
+    and its ``.bin``), fp32 weights as they are, the metadata in the IR's
+    ``rt_info`` where the runtime reads it.
+
+    Returns:
+        The metadata.
+    """
+    from projects.focal_retina_runtime.metadata import read_onnx_metadata
+    meta = read_onnx_metadata(src)
+    try:
+        import openvino as ov
+    except ImportError:
+        raise DeployError('openvino is not installed: pip install -e '
+                          '.[deploy]') from None
+    model = ov.Core().read_model(src)
+    # The ONNX front end keeps metadata_props under 'framework'; an IR
+    # written here carries it at the top, as quantize.py's files do.
+    meta.pop('format', None)
+    model.set_rt_info(encode(meta), [META_KEY])
+    # save_model would halve the weights to fp16 by default: the IR must
+    # compute what the .onnx file computes.
+    ov.save_model(model, out, compress_to_fp16=False)
+    return meta
