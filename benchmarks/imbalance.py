@@ -20,7 +20,8 @@ reported as not known.
 
 measures the shapes presets' training splits (made by
 ``tools/make_shapes.py`` when missing) with their demo configs and prints
-the table (``benchmarks/mini_table1.py`` prints it for its own data).
+the table (``benchmarks/mini_table1.py`` measures its in-memory training
+data with :func:`measure_boxes`).
 """
 import argparse
 import json
@@ -68,7 +69,10 @@ def anchors_per_image(height: int,
 
 
 def _train_resize_scale(cfg) -> Optional[Tuple[int, int]]:
-    """The ``scale`` of the training pipeline's Resize (None: no Resize)."""
+    """The ``scale`` of the training pipeline's Resize (None: no Resize,
+    or no training dataloader in ``cfg``)."""
+    if 'train_dataloader' not in cfg:
+        return None
     pipeline = cfg.train_dataloader.dataset.get('pipeline', [])
     for step in pipeline:
         if step.get('type') == 'Resize':
@@ -85,7 +89,7 @@ def _resized(width: int, height: int, scale: Optional[Tuple[int,
     return min(long_edge / max(width, height), short_edge / min(width, height))
 
 
-def measure(config: str,
+def measure(config,
             data_root: str,
             split: str = 'train',
             max_images: Optional[int] = None) -> Dict:
@@ -93,11 +97,44 @@ def measure(config: str,
     dataset as the model of ``config`` sees it in training.
 
     Args:
-        config: Detector config (its anchor generator, assigner, training
-            Resize and data preprocessor's padding are used).
+        config: Detector config, a path or an mmengine ``Config`` (its
+            anchor generator, assigner, training Resize and data
+            preprocessor's padding are used).
         data_root: Dataset root with ``annotations/{split}.json``.
         split: Which annotation file.
         max_images: Only the first images (None: all).
+
+    Returns:
+        See :func:`measure_boxes`.
+    """
+    with open(osp.join(data_root, 'annotations', f'{split}.json')) as f:
+        coco = json.load(f)
+    boxes: Dict[int, List[List[float]]] = {}
+    labels: Dict[int, List[int]] = {}
+    for ann in coco['annotations']:
+        x, y, w, h = ann['bbox']
+        boxes.setdefault(ann['image_id'], []).append([x, y, x + w, y + h])
+        labels.setdefault(ann['image_id'], []).append(ann['category_id'] - 1)
+    images = [
+        dict(
+            height=info['height'],
+            width=info['width'],
+            boxes=boxes.get(info['id'], []),
+            labels=labels.get(info['id'], []))
+        for info in coco['images'][:max_images]
+    ]
+    return measure_boxes(config, images)
+
+
+def measure_boxes(config, images: Sequence[Dict]) -> Dict:
+    """Anchors, positive, ignored and negative anchors per image of
+    ``images`` as the model of ``config`` sees them in training.
+
+    Args:
+        config: Detector config, a path or an mmengine ``Config``.
+        images: Dicts with ``height``, ``width`` (the image before the
+            training Resize), ``boxes`` (x0, y0, x1, y1 in pixels of that
+            image) and ``labels`` (0-based); e.g. data made in memory.
 
     Returns:
         A dict: ``images``, ``input`` (``'HxW'`` of the first image at the
@@ -114,21 +151,12 @@ def measure(config: str,
     import projects.focal_retina  # noqa: F401  (registers components)
     from projects.focal_retina.engine.cli import read_config
     register_all_modules(init_default_scope=False)
-    cfg = read_config(config)
+    cfg = read_config(config) if isinstance(config, str) else config
     head = cfg.model.bbox_head
     generator = TASK_UTILS.build(head.anchor_generator)
     assigner = TASK_UTILS.build(cfg.model.train_cfg.assigner)
     pad = cfg.model.data_preprocessor.get('pad_size_divisor', 1) or 1
     scale = _train_resize_scale(cfg)
-    with open(osp.join(data_root, 'annotations', f'{split}.json')) as f:
-        coco = json.load(f)
-    boxes: Dict[int, List[List[float]]] = {}
-    labels: Dict[int, List[int]] = {}
-    for ann in coco['annotations']:
-        x, y, w, h = ann['bbox']
-        boxes.setdefault(ann['image_id'], []).append([x, y, x + w, y + h])
-        labels.setdefault(ann['image_id'], []).append(ann['category_id'] - 1)
-    images = coco['images'][:max_images]
     totals = dict(objects=0, anchors=0, positives=0, ignored=0, negatives=0)
     per_image_pos = []
     first_input = None
@@ -144,10 +172,9 @@ def measure(config: str,
         valid = torch.cat(generator.valid_flags(sizes, padded, device='cpu'))
         anchors = anchors[valid]
         gt = InstanceData(
-            bboxes=torch.tensor(
-                boxes.get(info['id'], []), dtype=torch.float32).reshape(-1, 4)
-            * factor,
-            labels=torch.tensor(labels.get(info['id'], []), dtype=torch.long))
+            bboxes=torch.as_tensor(info['boxes'], dtype=torch.float32).reshape(
+                -1, 4) * factor,
+            labels=torch.as_tensor(info['labels'], dtype=torch.long))
         result = assigner.assign(InstanceData(priors=anchors), gt)
         pos = int((result.gt_inds > 0).sum())
         per_image_pos.append(pos)
@@ -208,7 +235,7 @@ def table(measured: Dict[str, Dict]) -> str:
     return '\n'.join(lines)
 
 
-# preset: (config, data folder), as benchmarks/mini_table1.py's regimes
+# preset: (config, data folder) of the shapes presets on disk
 PRESETS = {
     'dense': ('configs/demo/retina_r18_fpn_shapes.py', 'data/shapes'),
     'sparse':
@@ -237,7 +264,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for preset in args.data:
         config, folder = PRESETS[preset]
         data = osp.join(root, folder)
-        # generated once (seed 0), reused when present, as mini_table1 does
+        # generated once (seed 0), reused when present
         generate_shapes_dataset(data, shapes_preset(preset))
         measured[f'{preset} shapes'] = measure(
             osp.join(root, config), data, 'train', args.max_images)

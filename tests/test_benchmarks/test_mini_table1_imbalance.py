@@ -140,3 +140,63 @@ def test_table_states_coco_positives_unknown():
     text = bench.table({})
     assert '| COCO, 600 px (the ablations) | 600x800 | n/a | 91,260 |' in text
     assert '163,206' in text and 'not known' in text
+
+
+def test_measure_boxes_is_measure_on_the_same_boxes(tiny_shapes):
+    """In-memory boxes (mini Table 1's data) give the figures of the same
+    boxes read from the annotation file."""
+    bench = load('imbalance')
+    from_file = bench.measure(DEMO, tiny_shapes, 'train')
+    with open(osp.join(tiny_shapes, 'annotations', 'train.json')) as f:
+        coco = json.load(f)
+    images = []
+    for info in coco['images']:
+        anns = [a for a in coco['annotations'] if a['image_id'] == info['id']]
+        images.append(
+            dict(
+                height=info['height'],
+                width=info['width'],
+                boxes=[[x, y, x + w, y + h]
+                       for x, y, w, h in (a['bbox'] for a in anns)],
+                labels=[a['category_id'] - 1 for a in anns]))
+    assert bench.measure_boxes(DEMO, images) == from_file
+
+
+def test_mini_table1_regime_is_over_1000_to_1():
+    """The first 200 training images of mini Table 1's regime at its
+    model's input: one 10-16 px object against 3,069 anchors, more than
+    1000 negatives per positive anchor. The positives lie between those of
+    the numpy assignment with each box's single best anchor and with all
+    its tied best anchors (mmdet compares float32 IoUs exactly; a 10 px
+    box's equal-IoU anchors can differ in the last bit)."""
+    load('mini_table1')  # puts the repository root on sys.path
+    from dataclasses import replace
+
+    from benchmarks.mini_table1_parts import regimes
+    regime = replace(regimes.REGIMES['tiny'], num_train=200)
+    train = regimes.render_split(regime, 'train')
+    got = regimes.measure_imbalance(regime, train)
+    anchors = numpy_anchors(128, 128)
+    assert got['anchors'] == len(anchors) == 9 * (16**2 + 8**2 + 4**2 + 2**2 +
+                                                  1)
+    ties = single = 0
+    for boxes, _ in train[1]:
+        ties += numpy_assign(anchors, boxes.astype(np.float64))['pos']
+        single += numpy_single_best(anchors, boxes.astype(np.float64))
+    assert single <= got['positives'] * 200 <= ties
+    assert got['objects'] == 1.0 and got['neg_per_pos'] > 1000
+
+
+def numpy_single_best(anchors: np.ndarray, gts: np.ndarray) -> int:
+    """Positives with IoU >= .5, plus one best anchor per box (no ties)."""
+    ix = np.minimum(anchors[:, None, 2], gts[None, :, 2]) - \
+        np.maximum(anchors[:, None, 0], gts[None, :, 0])
+    iy = np.minimum(anchors[:, None, 3], gts[None, :, 3]) - \
+        np.maximum(anchors[:, None, 1], gts[None, :, 1])
+    inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
+    area_a = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])
+    area_g = (gts[:, 2] - gts[:, 0]) * (gts[:, 3] - gts[:, 1])
+    iou = inter / (area_a[:, None] + area_g[None] - inter)
+    pos = iou.max(1) >= 0.5
+    pos[iou.argmax(0)] = True
+    return int(pos.sum())

@@ -1,9 +1,8 @@
-"""``benchmarks/mini_table1.py --quick`` trains and evaluates each of its
-methods through tools/train.py and reports the table and the orderings; in
-the sparse regime with the paper's SGD, beside the dense regime's table,
-with the imbalance figures and the no-prior / prior loss curves."""
+"""``benchmarks/mini_table1.py --quick`` trains and validates its methods
+in two worker processes, runs the divergence check under the paper's SGD,
+judges every claim, writes the tables and a results file with its meta
+block, and reuses every finished run when started again."""
 import json
-import math
 import os
 import os.path as osp
 import subprocess
@@ -14,15 +13,17 @@ import pytest
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
-QUICK_METHODS = ('fl_g2', 'ohem', 'dr')
-CLAIMS = ('no-prior CE diverges', 'no-prior CE trails',
-          'FL gamma 2 > alpha-CE', 'FL gamma 2 >= gamma 1', 'FL > OHEM',
-          'FL* ~ FL', 'DR >= FL')
-VERDICTS = ('holds', 'holds (within spread)', 'within spread (not resolved)',
-            'does not hold', 'not measured')
+QUICK_METHODS = ['fl_g2', 'ohem', 'dr', 'ce_noprior']
+CLAIMS = [
+    'fl_beats_alpha_ce', 'fl_beats_ohem', 'flstar_matches_fl', 'gamma_robust',
+    'gamma_best_near_2', 'alpha_ce_075_beats_025', 'noprior_diverges_sgd',
+    'noprior_diverges_sgd_nogn', 'noprior_diverges_default',
+    'prior_beats_noprior', 'dr_beats_fl'
+]
+VERDICTS = {'holds', 'fails', 'undecided', 'not measured'}
 
 
-def run_quick(tmp_path, *options: str, timeout: int = 420):
+def run_quick(tmp_path, timeout: int = 420) -> str:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -30,10 +31,13 @@ def run_quick(tmp_path, *options: str, timeout: int = 420):
                      'MASTER_PORT')
     }
     env['CUDA_VISIBLE_DEVICES'] = ''  # a CPU test on any machine
+    env['FOCAL_RETINA_RESULTS_DIR'] = str(tmp_path / 'results')
     out = subprocess.run([
         sys.executable,
-        osp.join(ROOT, 'benchmarks', 'mini_table1.py'), '--quick', '--out',
-        str(tmp_path), *options
+        osp.join(ROOT, 'benchmarks', 'mini_table1.py'), '--quick', '--jobs',
+        '2', '--out',
+        str(tmp_path / 'out'), '--work-root',
+        str(tmp_path / 'runs'), '--results', 'mt1_quick'
     ],
                          cwd=ROOT,
                          env=env,
@@ -46,84 +50,50 @@ def run_quick(tmp_path, *options: str, timeout: int = 420):
 
 def test_mini_table1_quick(tmp_path):
     text = run_quick(tmp_path)
-    assert "### The paper's claims" in text
-    rows = [[c.strip() for c in line.strip('|').split('|')]
-            for line in text.splitlines() if line.startswith('| ')
-            and line.split('|')[1].strip() in QUICK_METHODS]
-    assert [r[0] for r in rows] == list(QUICK_METHODS)
-    for row in rows:
-        assert row[7] == 'ok', row  # trained and evaluated
-        for cell in row[2:5]:  # AP, AP50, AP75 in percent
-            assert 0.0 <= float(cell) <= 100.0
-        assert row[8] and row[8] != 'n/a'  # the paper's number
-
-    with open(tmp_path / 'mini_table1.json') as f:
+    assert '0 runs reused, 8 to train (2 at a time, 1 thread(s) each)' in text
+    with open(tmp_path / 'results' / 'mt1_quick.json') as f:
         record = json.load(f)
-    assert osp.isfile(tmp_path / 'mini_table1.md')
-    assert record['args']['methods'] == list(QUICK_METHODS)
+    assert record['meta']['command'].endswith('--results mt1_quick')
+    assert record['args']['methods'] == QUICK_METHODS
+    assert record['args']['seeds'] == [0]
     for name in QUICK_METHODS:
-        s = record['summary'][name]
-        assert s['seeds'] == [0]
-        assert math.isfinite(s['AP']) and s['spread'] is None
-        (run, ) = record['runs'][name]
-        assert run['status'] == 'ok'
-        assert osp.isfile(osp.join(run['work_dir'], 'run.json'))
-        assert record['overrides'][name]  # expressed as --cfg-options
-    checks = record['orderings']
-    assert [
-        c['claim'].split(' (')[0][:len(p)] for c, p in zip(checks, CLAIMS)
-    ] == list(CLAIMS)
-    verdicts = {c['claim'].split(' (')[0]: c['verdict'] for c in checks}
-    assert set(verdicts.values()) <= set(VERDICTS)
-    # measured: FL vs OHEM and DR; not run with --quick: the CE runs, FL*
-    # and the other gammas
-    assert verdicts['FL > OHEM'] != 'not measured'
-    assert verdicts['DR >= FL'] != 'not measured'
-    assert verdicts['FL gamma 2 > alpha-CE'] == 'not measured'
-    assert verdicts['FL* ~ FL'] == 'not measured'
-    # the imbalance of the quick data (128 px images at the demo's 256 px
-    # input): 9 x (32^2 + 16^2 + 8^2 + 4^2 + 2^2) anchors per image
-    assert record['imbalance']['dense shapes']['anchors'] == 12276
-
-
-def test_mini_table1_quick_sparse_sgd(tmp_path):
-    """--regime sparse --optimizer sgd, two iterations of the two CE runs
-    whose loss curves are drawn, beside the dense regime's table."""
-    dense = osp.join(ROOT, 'benchmarks', 'results', 'mini_table1_dense.json')
-    text = run_quick(tmp_path, '--regime', 'sparse', '--optimizer', 'sgd',
-                     '--methods', 'ce_noprior', 'ce_a05', '--iters', '2',
-                     '--compare', dense)
-    with open(tmp_path / 'mini_table1.json') as f:
-        record = json.load(f)
-    assert record['args']['regime'] == 'sparse'
-    assert record['args']['optimizer'] == 'sgd'
-    for name in ('ce_noprior', 'ce_a05'):
         (run, ) = record['runs'][name]
         assert run['status'] in ('ok', 'diverged'), run['message']
-        cmd = run['command']
-        assert cmd[1].endswith('configs/demo/retina_r18_fpn_shapes_sparse.py')
-        # the paper's SGD: lr 0.01 x 2 / 16 images, momentum .9, wd 1e-4
-        for option in ('optim_wrapper.optimizer.type=SGD',
-                       'optim_wrapper.optimizer.lr=0.00125',
-                       'optim_wrapper.optimizer.momentum=0.9',
-                       'optim_wrapper.optimizer.weight_decay=0.0001',
-                       'optim_wrapper.clip_grad=None',
-                       'default_hooks.logger.interval=1'):
-            assert option in cmd
-    # quick sparse data: 160 px images at the sparse config's 384 px input,
-    # 9 x (48^2 + 24^2 + 12^2 + 6^2 + 3^2) anchors per image
-    assert record['imbalance']['sparse shapes']['anchors'] == 27621
-    assert '| dense | sparse (sgd) |' in text  # the claims, side by side
-    assert '| ce_noprior | 15.6 (32.9), 1.5 |' in text  # dense, from docs
-    assert 'not known' in text  # COCO's positives per image
-    claims = [
-        line for line in text.split('### Side by side')[1].splitlines()
-        if line.startswith('| FL* ~ FL |')
-    ]
-    assert len(claims) == 1 and claims[0].count('|') == 5
-    assert record['loss_curves'] and osp.isfile(record['loss_curves'])
-    with open(osp.splitext(record['loss_curves'])[0] + '.csv') as f:
-        rows = f.read().splitlines()
-    assert rows[0] == 'run,key,iter,value'
-    assert {r.split(',')[0]
-            for r in rows[1:]} == {'ce_noprior seed 0', 'ce_a05 seed 0'}
+        assert [e['iter'] for e in run['evals']] == [3, 6] or \
+            run['status'] == 'diverged'
+        s = record['summary'][name]
+        assert s['seeds'] == [0] and s['spread'] is None
+        assert 0.0 <= s['AP'] <= 100.0
+    # ce_noprior's first losses kept; the SGD divergence check ran, on the
+    # regime's towers and on the paper's
+    assert len(record['runs']['ce_noprior'][0]['loss_first']) <= 3
+    assert sorted(record['curve_runs']) == ['sgd', 'sgd_nogn']
+    for sgd in record['curve_runs'].values():
+        assert sorted(sgd) == ['ce_a05', 'ce_noprior']
+        assert sgd['ce_noprior'][0]['optimizer_line'].startswith(
+            'SGD lr 0.00125 (0.01 x 2 / 16)')
+    assert 'no GroupNorm' in record['curve_variants']['sgd_nogn']
+    # 128 px: 9 x (16^2 + 8^2 + 4^2 + 2^2 + 1^2) anchors, one object each
+    assert record['imbalance']['anchors'] == 3069
+    assert record['imbalance']['objects'] == 1.0
+    assert [c['key'] for c in record['claims']] == CLAIMS
+    assert {c['verdict'] for c in record['claims']} <= VERDICTS
+    verdicts = record['verdicts']
+    assert verdicts['fl_beats_alpha_ce'] == 'not measured'  # no CE run
+    assert verdicts['fl_beats_ohem'] != 'not measured'
+    assert verdicts['noprior_diverges_sgd'] != 'not measured'
+    for key in ('methods', 'claims', 'gamma', 'curves', 'imbalance'):
+        assert record['tables'][key].startswith('|')
+    assert '| sgd | ce_noprior | 0 |' in record['tables']['curves']
+    assert '| sgd_nogn | ce_a05 | 0 |' in record['tables']['curves']
+    assert record['readme_line'].startswith('at 1,')  # > 1000 : 1
+    assert osp.isfile(osp.join(ROOT, record['figure']))
+    assert osp.isfile(osp.join(ROOT, record['figure'][:-4] + '.csv'))
+    assert osp.isfile(tmp_path / 'out' / 'mini_table1.md')
+
+    # started again: every run reused, the same APs
+    again = run_quick(tmp_path)
+    assert '8 runs reused, 0 to train' in again
+    with open(tmp_path / 'results' / 'mt1_quick.json') as f:
+        second = json.load(f)
+    assert second['summary'] == record['summary']

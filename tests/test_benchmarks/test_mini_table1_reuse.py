@@ -1,95 +1,93 @@
-"""A finished mini Table 1 run is reused, not retrained, when the same
-benchmark is started again with its work root spelt otherwise (relative to
-the repository root, or absolute)."""
+"""A finished mini Table 1 run is reused, not retrained, when the same run
+is asked for again, and retrained when anything that decides its result
+(iterations, seed, the method's overrides, the loop) changed."""
 import importlib.util
 import json
 import os
 import os.path as osp
-
-import pytest
+from dataclasses import replace
 
 from tests.conftest import ROOT
 
 
-def load_benchmark():
+def load():
     path = osp.join(ROOT, 'benchmarks', 'mini_table1.py')
-    spec = importlib.util.spec_from_file_location('mini_table1_bench', path)
+    spec = importlib.util.spec_from_file_location('mini_table1_reuse', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    from benchmarks.mini_table1_parts import cli, regimes, run
+    return module, cli, regimes, run
 
 
-@pytest.mark.parametrize('first_relative', [True, False])
-def test_finished_run_reused_across_work_root_spellings(
-        tmp_path, monkeypatch, first_relative):
-    monkeypatch.chdir(ROOT)  # a relative --work-root is read from here
-    bench = load_benchmark()
-    rel_root = osp.relpath(str(tmp_path / 'runs'), ROOT)
-    abs_root = osp.join(ROOT, rel_root)
-    first, second = (rel_root, abs_root) if first_relative else \
-        (abs_root, rel_root)
-    data = str(tmp_path / 'shapes')
-
-    def finished(root):  # what a completed run wrote into its work dir
-        args = bench.parse_args(['--work-root', root, '--methods', 'fl_g2'])
-        work_dir = osp.join(root, 'fl_g2_s0')
-        options = bench.common_options(args, data, 0) + \
-            bench.METHODS['fl_g2'][1]
-        cmd = [
-            bench.TRAIN, bench.DEMO, '--work-dir', work_dir, '--amp',
-            '--cfg-options'
-        ] + options
-        return args, work_dir, cmd
-
-    args, work_dir, cmd = finished(first)
-    run_dir = osp.join(ROOT, work_dir)
-    os.makedirs(run_dir)
-    with open(osp.join(run_dir, 'run.json'), 'w') as f:
+def finish(run, job):
+    """What train_one leaves behind: run.json with the job's key."""
+    os.makedirs(job['work_dir'], exist_ok=True)
+    with open(osp.join(job['work_dir'], 'run.json'), 'w') as f:
         json.dump(
             dict(
-                method='fl_g2',
-                seed=0,
-                command=cmd,
+                key=job['key'],
+                method=job['name'],
+                seed=job['seed'],
                 status='ok',
-                metrics=dict(AP=0.5),
-                work_dir=work_dir), f)
-
-    def no_training(*a, **k):
-        raise AssertionError('a finished run was trained again')
-
-    monkeypatch.setattr(bench.subprocess, 'run', no_training)
-    args2, _, _ = finished(second)
-    record = bench.run_method(args2, 'fl_g2', 0, data, amp=True)
-    assert record.get('reused') is True
-    assert record['metrics'] == dict(AP=0.5)
+                message='',
+                metrics=dict(AP=0.5, AP50=0.6, AP75=0.4),
+                wall_s=1.0,
+                train_s_per_iter=0.1), f)
 
 
-def test_changed_options_are_not_reused(tmp_path, monkeypatch):
-    bench = load_benchmark()
-    root = str(tmp_path / 'runs')
-    data = str(tmp_path / 'shapes')
-    args = bench.parse_args(['--work-root', root, '--iters', '180'])
-    work_dir = osp.join(root, 'fl_g2_s0')
-    options = bench.common_options(args, data, 0) + bench.METHODS['fl_g2'][1]
-    os.makedirs(work_dir)
-    with open(osp.join(work_dir, 'run.json'), 'w') as f:
-        json.dump(
-            dict(
-                command=[
-                    bench.TRAIN, bench.DEMO, '--work-dir', work_dir, '--amp',
-                    '--cfg-options'
-                ] + options,
-                metrics=dict(AP=0.5)), f)
-    calls = []
+def test_finished_runs_are_reused_changed_ones_retrained(
+        tmp_path, monkeypatch):
+    bench, cli, regimes, run = load()
+    args = bench.parse_args([
+        '--work-root',
+        str(tmp_path), '--methods', 'fl_g2', 'dr', '--seeds', '0', '--jobs',
+        '1'
+    ])
+    regime = regimes.REGIMES['tiny']
+    jobs = cli.plan(args, regime, 'D')
+    assert [j['name'] for j in jobs] == ['fl_g2', 'dr']  # no ce_noprior
+    for job in jobs:
+        finish(run, job)
+    trained = []
 
-    class Done:
-        returncode, stdout, stderr = 1, '', 'stopped by the test'
+    def fake_train(job):
+        trained.append((job['name'], job['iters']))
+        return dict(
+            status='ok',
+            message='',
+            metrics=None,
+            wall_s=0.0,
+            train_s_per_iter=0.0)
 
-    def fake_run(cmd, **kwargs):
-        calls.append(cmd)
-        return Done()
+    monkeypatch.setattr(run, 'train_one', fake_train)
+    monkeypatch.setattr(run, 'init_worker', lambda threads: None)
+    records = cli.execute(args, jobs)
+    assert trained == []
+    assert all(r['reused'] and r['metrics']['AP'] == 0.5 for r in records)
 
-    monkeypatch.setattr(bench.subprocess, 'run', fake_run)
-    args.iters = 200  # another budget: the old run does not count
-    bench.run_method(args, 'fl_g2', 0, data, amp=True)
-    assert len(calls) == 1
+    # another budget: the same folders, other keys
+    longer = cli.plan(args, replace(regime, iters=600), 'D')
+    assert [j['work_dir'] for j in longer] == [j['work_dir'] for j in jobs]
+    cli.execute(args, longer)
+    assert trained == [('fl_g2', 600), ('dr', 600)]
+
+    # another seed's key differs; --force retrains a finished run
+    assert run.run_key(regime, 'fl_g2', 1, 'adamw', 500, True) != \
+        jobs[0]['key']
+    trained.clear()
+    args.force = True
+    cli.execute(args, jobs)
+    assert trained == [('fl_g2', 500), ('dr', 500)]
+
+
+def test_key_holds_the_overrides_and_the_loop(monkeypatch):
+    _, _, regimes, run = load()
+    regime = regimes.REGIMES['tiny']
+    key = run.run_key(regime, 'fl_g2', 0, 'adamw', 500, True)
+    assert key['overrides'] == {
+        'model.bbox_head.loss_cls.gamma': 2.0,
+        'model.bbox_head.loss_cls.alpha': 0.25
+    }
+    assert key['regime']['img_size'] == 128
+    monkeypatch.setattr(run, 'LOOP_VERSION', run.LOOP_VERSION + 1)
+    assert run.run_key(regime, 'fl_g2', 0, 'adamw', 500, True) != key

@@ -200,25 +200,3 @@ def test_main_job_uses_amp_auto_and_prints_its_choice(tmp_path, capsys):
     assert train.parse_args(['c.py', '--amp']).amp == 'on'
     assert train.parse_args(['c.py', '--amp', 'off']).amp == 'off'
     assert train.parse_args(argv + ['--amp', 'off']).amp == 'off'
-
-
-def test_mini_table1_uses_the_same_probe(tmp_path, capsys, monkeypatch):
-    """benchmarks/mini_table1.py --amp auto reads the probe's cache (seeded
-    here either way for its model), not the CPU flags."""
-    import importlib.util
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)  # CPU
-
-    from projects.focal_retina.engine.amp_probe import write_cache
-    from projects.focal_retina.engine.cli import read_config
-    spec = importlib.util.spec_from_file_location(
-        'mini_table1_amp', osp.join(ROOT, 'benchmarks', 'mini_table1.py'))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    config = bench.REGIMES['dense'][0]
-    key = probe_key(read_config(config).model)
-    for (fp32_s, bf16_s), expected in (((0.92, 1.15), False), ((1.0, 0.5),
-                                                               True)):
-        path = str(tmp_path / f'{expected}.json')
-        assert write_cache(path, key, fp32_s, bf16_s) is None
-        assert bench.amp_auto(config, path) is expected
-        assert f'{fp32_s:.3f} s in float32' in capsys.readouterr().out
